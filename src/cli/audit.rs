@@ -1,0 +1,86 @@
+//! `tessera audit`: the audit log, newest first.
+
+use clap::Args;
+
+use super::{UsageError, output};
+use crate::admin::Admin;
+use crate::clock::format_time;
+use crate::store::AuditFilter;
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    client: Option<String>,
+    /// e.g. login.failure, refresh.reuse_detected, user.add
+    #[arg(long)]
+    action: Option<String>,
+    /// RFC 3339 time (2026-01-31T12:00:00Z) or an age (2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_since(raw: &str, now: i64) -> Result<i64, UsageError> {
+    if let Ok(age) = humantime::parse_duration(raw) {
+        return Ok(now - i64::try_from(age.as_secs()).unwrap_or(i64::MAX / 2));
+    }
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            UsageError(format!(
+                "--since {raw:?} is neither an RFC 3339 time nor an age like 2h"
+            ))
+        })
+}
+
+pub async fn run(args: AuditArgs, admin: &Admin) -> anyhow::Result<()> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, admin.clock.now()))
+        .transpose()?;
+    let filter = AuditFilter {
+        username: args.user,
+        client_id: args.client,
+        action: args.action,
+        since,
+        limit: i64::from(args.limit.clamp(1, 100_000)),
+    };
+    let rows = admin.store.audit_query(&filter).await?;
+    if args.json {
+        let view: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "time": format_time(r.at), "actor": r.actor, "action": r.action,
+                    "target": r.target, "outcome": r.outcome, "user": r.username, "client": r.client_id,
+                    "details": serde_json::from_str::<serde_json::Value>(&r.details).unwrap_or_default(),
+                })
+            })
+            .collect();
+        return output::json(&view);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                format_time(r.at),
+                r.action.clone(),
+                r.outcome.clone(),
+                r.actor.clone(),
+                r.target.clone(),
+                r.details.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["TIME", "ACTION", "OUTCOME", "ACTOR", "TARGET", "DETAILS"],
+        &table,
+    );
+    Ok(())
+}

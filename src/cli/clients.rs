@@ -1,0 +1,197 @@
+//! `tessera client ...`
+
+use clap::{ArgAction, Subcommand};
+
+use super::output::{self, ClientView};
+use crate::admin::{Admin, ClientSpec, ClientUpdate};
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. A confidential client's secret is printed once, never again.
+    Add {
+        client_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Grant the client may use: password, refresh_token or client_credentials (repeatable).
+        #[arg(long = "grant", value_name = "GRANT", required = true)]
+        grants: Vec<String>,
+        /// Scope the client may ask for (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// `aud` of its tokens (repeatable); default tokens.default_audience.
+        #[arg(long = "audience", value_name = "AUD")]
+        audiences: Vec<String>,
+        /// A public client: no secret, sends only client_id.
+        #[arg(long)]
+        public: bool,
+        /// May call the introspection endpoint.
+        #[arg(long)]
+        introspect: bool,
+        /// Access-token lifetime for this client (e.g. 5m), overriding tokens.access_ttl.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        access_ttl: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change what a client may do; options not given stay as they are.
+    Update {
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Replaces the grant list (repeatable).
+        #[arg(long = "grant", value_name = "GRANT")]
+        grants: Vec<String>,
+        /// Replaces the scope list (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Replaces the audience list (repeatable).
+        #[arg(long = "audience", value_name = "AUD")]
+        audiences: Vec<String>,
+        /// Allow (true) or forbid (false) introspection.
+        #[arg(long, action = ArgAction::Set, value_name = "BOOL")]
+        introspect: Option<bool>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        access_ttl: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a new secret; the old one stops working at once.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client and revoke its refresh tokens.
+    Delete { client_id: String },
+}
+
+fn secs(d: Option<std::time::Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn print(view: &ClientView, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(view);
+    }
+    println!("client_id:    {}", view.client_id);
+    println!("name:         {}", view.name);
+    println!(
+        "type:         {}",
+        if view.public {
+            "public"
+        } else {
+            "confidential"
+        }
+    );
+    println!("grants:       {}", view.grant_types.join(" "));
+    println!("scopes:       {}", view.scopes.join(" "));
+    println!("audiences:    {}", view.audiences.join(" "));
+    println!("introspect:   {}", view.introspect);
+    if let Some(ttl) = view.access_token_ttl {
+        println!("access ttl:   {ttl}s");
+    }
+    println!("created:      {}", view.created_at);
+    if let Some(secret) = &view.client_secret {
+        println!("client_secret: {secret}");
+        println!("(store the secret now: it is not shown again)");
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Add {
+            client_id,
+            name,
+            grants,
+            scopes,
+            audiences,
+            public,
+            introspect,
+            access_ttl,
+            json,
+        } => {
+            let spec = ClientSpec {
+                client_id,
+                name,
+                grant_types: grants,
+                scopes,
+                audiences,
+                public,
+                introspect,
+                access_ttl: secs(access_ttl),
+            };
+            let (client, secret) = admin.add_client(spec).await?;
+            print(&ClientView::new(&client, secret), json)?;
+        }
+        ClientCommand::Update {
+            client_id,
+            name,
+            grants,
+            scopes,
+            audiences,
+            introspect,
+            access_ttl,
+            json,
+        } => {
+            let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+            let update = ClientUpdate {
+                name,
+                grant_types: non_empty(grants),
+                scopes: non_empty(scopes),
+                audiences: non_empty(audiences),
+                introspect,
+                access_ttl: access_ttl.map(|d| secs(Some(d))),
+            };
+            let client = admin.update_client(&client_id, update).await?;
+            print(&ClientView::new(&client, None), json)?;
+        }
+        ClientCommand::List { json } => {
+            let clients = admin.list_clients().await?;
+            let views: Vec<ClientView> = clients.iter().map(|c| ClientView::new(c, None)).collect();
+            if json {
+                output::json(&views)?;
+            } else {
+                let rows: Vec<Vec<String>> = views
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.client_id.clone(),
+                            if v.public { "public" } else { "confidential" }.into(),
+                            v.grant_types.join(","),
+                            v.scopes.join(","),
+                            v.name.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["CLIENT_ID", "TYPE", "GRANTS", "SCOPES", "NAME"], &rows);
+            }
+        }
+        ClientCommand::Show { client_id, json } => {
+            print(
+                &ClientView::new(&admin.client(&client_id).await?, None),
+                json,
+            )?;
+        }
+        ClientCommand::RotateSecret { client_id, json } => {
+            let (client, secret) = admin.rotate_client_secret(&client_id).await?;
+            print(&ClientView::new(&client, Some(secret)), json)?;
+        }
+        ClientCommand::Delete { client_id } => {
+            admin.delete_client(&client_id).await?;
+            println!("client {client_id} deleted; its refresh tokens are revoked");
+        }
+    }
+    Ok(())
+}

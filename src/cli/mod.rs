@@ -1,0 +1,145 @@
+//! The `tessera` command line: argument parsing and dispatch to the admin layer.
+//! Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error.
+
+mod audit;
+mod clients;
+mod keys;
+mod output;
+mod password;
+mod roles;
+mod tokens;
+mod users;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::admin::Admin;
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::startup;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A small, fast OAuth 2.0 authorization server"
+)]
+pub struct Cli {
+    /// Settings file layered over the built-in defaults (environment variables still win).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve,
+    /// Apply database migrations.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Manage roles.
+    #[command(subcommand)]
+    Role(roles::RoleCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(clients::ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// List and revoke refresh-token sessions.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
+    /// Query the audit log, newest first.
+    Audit(audit::AuditArgs),
+    /// Delete expired tokens, denylist entries and old audit rows once.
+    Gc,
+}
+
+/// An error that is the user's to fix in the command line: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the parsed command; returns the process exit status.
+pub fn run(cli: Cli) -> i32 {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(dispatch(cli)));
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            if err.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    format!("{err:#}").replace('\n', " ")
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let store = startup::open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::User(cmd) => users::run(cmd, &admin(settings).await?).await,
+        Command::Role(cmd) => roles::run(cmd, &admin(settings).await?).await,
+        Command::Client(cmd) => clients::run(cmd, &admin(settings).await?).await,
+        Command::Key(cmd) => keys::run(cmd, &admin(settings).await?).await,
+        Command::Token(cmd) => tokens::run(cmd, &admin(settings).await?).await,
+        Command::Audit(args) => audit::run(args, &admin(settings).await?).await,
+        Command::Gc => {
+            let admin = admin(settings).await?;
+            let report = admin.gc().await?;
+            println!(
+                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows",
+                report.refresh_families, report.refresh_tokens, report.denylist, report.audit_rows
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    crate::telemetry::init(&settings.log.level, settings.log.format);
+    let app = startup::Application::build(settings, Arc::new(SystemClock)).await?;
+    app.run_until_stopped().await?;
+    tracing::info!("tessera stopped");
+    Ok(())
+}
+
+/// The admin layer on the configured database, migrated when `migrate_on_start` allows.
+async fn admin(settings: Settings) -> anyhow::Result<Admin> {
+    let store = startup::open_store(&settings).await?;
+    if settings.database.migrate_on_start {
+        store.migrate().await.context("applying migrations")?;
+    }
+    Ok(Admin::new(store, Arc::new(SystemClock), settings, actor())?)
+}
+
+/// `cli:<os user>` for the audit log.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}

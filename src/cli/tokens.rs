@@ -1,0 +1,128 @@
+//! `tessera token ...`: refresh-token sessions (families). Token values are never shown.
+
+use clap::{Args, Subcommand};
+
+use super::{UsageError, output};
+use crate::admin::Admin;
+use crate::clock::format_time;
+use crate::store::AuditEvent;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Active refresh-token sessions of a user.
+    List {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke sessions: of a user (optionally with one client), of a client, or one family.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    client: Option<String>,
+    #[arg(long)]
+    family: Option<String>,
+}
+
+pub async fn run(cmd: TokenCommand, admin: &Admin) -> anyhow::Result<()> {
+    let now = admin.clock.now();
+    match cmd {
+        TokenCommand::List { user, json } => {
+            let user = admin.user(&user).await?;
+            let families = admin.store.list_families(&user.id, now).await?;
+            if json {
+                let view: Vec<serde_json::Value> = families
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "family_id": f.family_id, "client_id": f.client_id,
+                            "created": format_time(f.created_at), "last_used": format_time(f.last_used_at),
+                            "expires": format_time(f.expires_at),
+                        })
+                    })
+                    .collect();
+                output::json(&view)?;
+            } else {
+                let rows: Vec<Vec<String>> = families
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.family_id.clone(),
+                            f.client_id.clone(),
+                            format_time(f.created_at),
+                            format_time(f.last_used_at),
+                            format_time(f.expires_at),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["FAMILY", "CLIENT", "CREATED", "LAST_USED", "EXPIRES"],
+                    &rows,
+                );
+            }
+        }
+        TokenCommand::Revoke(RevokeArgs {
+            user,
+            client,
+            family,
+        }) => {
+            let event =
+                |target: &str| AuditEvent::new(now, admin.actor.clone(), "token.revoke", target);
+            match (user, client, family) {
+                (None, None, Some(family)) => {
+                    let event =
+                        event(&family).details(serde_json::json!({ "reason": "revoked_by_admin" }));
+                    if admin
+                        .store
+                        .revoke_family(&family, now, "revoked_by_admin", &event)
+                        .await?
+                    {
+                        println!("family {family} revoked");
+                    } else {
+                        anyhow::bail!("no live family {family}");
+                    }
+                }
+                (Some(username), client, None) => {
+                    let user = admin.user(&username).await?;
+                    if let Some(c) = &client {
+                        admin.client(c).await?;
+                    }
+                    let mut event = event(&user.username).user(&user.username);
+                    event.client_id = client.clone();
+                    let n = admin
+                        .store
+                        .revoke_families(
+                            Some(&user.id),
+                            client.as_deref(),
+                            now,
+                            "revoked_by_admin",
+                            &event,
+                        )
+                        .await?;
+                    println!("{n} session(s) of {} revoked", user.username);
+                }
+                (None, Some(client), None) => {
+                    admin.client(&client).await?;
+                    let event = event(&client).client(&client);
+                    let n = admin
+                        .store
+                        .revoke_families(None, Some(&client), now, "revoked_by_admin", &event)
+                        .await?;
+                    println!("{n} session(s) of client {client} revoked");
+                }
+                _ => {
+                    return Err(
+                        UsageError("give --user [--client], --client, or --family".into()).into(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

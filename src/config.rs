@@ -1,0 +1,381 @@
+//! Settings: `config/default.toml` (compiled in) < `--config FILE` < `TESSERA__SECTION__KEY`
+//! environment variables (and `DATABASE_URL`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Everything Tessera can be told; see `config/default.toml` for each key's meaning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub passwords: PasswordSettings,
+    pub tokens: TokenSettings,
+    pub keys: KeySettings,
+    pub security: SecuritySettings,
+    pub audit: AuditSettings,
+    pub maintenance: MaintenanceSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Audit rows older than this are deleted by clean-up.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSettings {
+    /// How often each instance deletes what has expired; 0s turns the background task off.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// Rows deleted per statement, so clean-up never holds locks for long.
+    pub gc_batch_size: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Public base URL: the `iss` claim and the base of every metadata URL.
+    pub issuer: String,
+    /// Largest request body accepted by the OAuth endpoints, in bytes.
+    pub max_body_bytes: usize,
+    /// Grace period for in-flight requests on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`; may hold a password, so never logged.
+    pub url: Secret,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// How long a request waits for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Apply pending migrations at `serve`.
+    pub migrate_on_start: bool,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(self.url.expose()))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSettings {
+    /// Shortest accepted password, in characters.
+    pub min_length: usize,
+    /// Longest accepted password, in characters.
+    pub max_length: usize,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Hashes computed at once; 0 means one per core.
+    pub max_concurrent: usize,
+    /// How long a login waits for a hashing slot.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Lifetime of access tokens.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// Refresh token idle lifetime.
+    #[serde(with = "humantime_serde")]
+    pub refresh_idle_ttl: Duration,
+    /// Refresh family absolute lifetime.
+    #[serde(with = "humantime_serde")]
+    pub refresh_absolute_ttl: Duration,
+    /// Window in which a rotated refresh token is refused without revoking its family.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// `aud` for clients registered without audiences.
+    pub default_audience: String,
+    /// Claim name carrying the user's roles.
+    pub roles_claim: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Algorithm of new signing keys.
+    pub algorithm: crate::crypto::keys::KeyAlgorithm,
+    /// Key-encryption key, 32 bytes base64; empty means "not configured".
+    pub encryption_key: Secret,
+    /// Automatic rotation period.
+    #[serde(with = "humantime_serde")]
+    pub rotation_interval: Duration,
+    /// How long a new key is published before it signs.
+    #[serde(with = "humantime_serde")]
+    pub publish_ahead: Duration,
+    /// Cache-Control max-age of the JWKS.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// How often an instance reloads keys from the database.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl fmt::Debug for KeySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySettings")
+            .field("algorithm", &self.algorithm)
+            .field("encryption_key", &self.encryption_key)
+            .field("rotation_interval", &self.rotation_interval)
+            .field("publish_ahead", &self.publish_ahead)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("reload_interval", &self.reload_interval)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Consecutive failures before an account is throttled.
+    pub max_failures: u32,
+    /// Longest throttling backoff.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Filter when RUST_LOG is unset.
+    pub level: String,
+    /// auto, json or pretty.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layered settings from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &vars)
+    }
+
+    /// Loads the layered settings with an explicit environment (tests use this).
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        let tessera_vars: std::collections::HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TESSERA__"))
+            .cloned()
+            .collect();
+        let has_db_url = tessera_vars.contains_key("TESSERA__DATABASE__URL");
+        builder = builder.add_source(
+            Environment::with_prefix("TESSERA")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(tessera_vars)),
+        );
+        if !has_db_url {
+            if let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL") {
+                builder = builder.set_override("database.url", url.clone())?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |msg: &str| Err(SettingsError::Invalid(msg.to_string()));
+        if !(self.server.issuer.starts_with("https://")
+            || self.server.issuer.starts_with("http://"))
+        {
+            return invalid("server.issuer must be an http:// or https:// URL");
+        }
+        if self.server.max_body_bytes < 256 {
+            return invalid("server.max_body_bytes must be at least 256");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1");
+        }
+        if self.passwords.min_length == 0 || self.passwords.min_length > self.passwords.max_length {
+            return invalid("passwords.min_length must be between 1 and passwords.max_length");
+        }
+        if self.tokens.access_ttl.as_secs() == 0 {
+            return invalid("tokens.access_ttl must be at least 1s");
+        }
+        if self.tokens.refresh_idle_ttl.as_secs() == 0
+            || self.tokens.refresh_absolute_ttl.as_secs() == 0
+        {
+            return invalid(
+                "tokens.refresh_idle_ttl and tokens.refresh_absolute_ttl must be at least 1s",
+            );
+        }
+        if self.maintenance.gc_batch_size < 1 {
+            return invalid("maintenance.gc_batch_size must be at least 1");
+        }
+        if self.tokens.roles_claim.is_empty() {
+            return invalid("tokens.roles_claim must not be empty");
+        }
+        if self.keys.rotation_interval <= self.keys.publish_ahead {
+            return invalid("keys.rotation_interval must be longer than keys.publish_ahead");
+        }
+        crate::crypto::password::Hasher::params_from(&self.passwords)
+            .map_err(|e| SettingsError::Invalid(format!("passwords.argon2_*: {e}")))?;
+        Ok(())
+    }
+
+    pub fn audit_retention(&self) -> Duration {
+        self.audit.retention
+    }
+
+    /// The issuer without a trailing slash, for building URLs.
+    pub fn issuer_base(&self) -> &str {
+        self.server.issuer.trim_end_matches('/')
+    }
+}
+
+/// Hides the password of a database URL (`postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}:***@{host}");
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_match_the_documented_values() {
+        let s = Settings::load_from(None, &[]).expect("defaults load");
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database.url.expose(), "sqlite://tessera.db");
+        assert_eq!(s.passwords.argon2_memory_kib, 19456);
+        assert_eq!(s.tokens.access_ttl, Duration::from_secs(600));
+        assert_eq!(s.tokens.refresh_idle_ttl, Duration::from_secs(14 * 86400));
+    }
+
+    #[test]
+    fn environment_overrides_and_database_url_fallback() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("TESSERA__SERVER__BIND", "0.0.0.0:9999"),
+                ("TESSERA__DATABASE__MAX_CONNECTIONS", "3"),
+                ("DATABASE_URL", "postgres://a:b@h/db"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.server.bind.to_string(), "0.0.0.0:9999");
+        assert_eq!(s.database.max_connections, 3);
+        assert_eq!(s.database.url.expose(), "postgres://a:b@h/db");
+
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("TESSERA__DATABASE__URL", "sqlite://x.db"),
+                ("DATABASE_URL", "postgres://a:b@h/db"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.database.url.expose(), "sqlite://x.db");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = Settings::load_from(None, &env(&[("TESSERA__SERVER__NOPE", "1")]))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = Settings::load_from(None, &env(&[("TESSERA__SERVER__BIND", "not an address")]))
+            .expect_err("bad value");
+        assert!(err.to_string().contains("bind"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("DATABASE_URL", "postgres://app:hunter2@db/tessera"),
+                ("TESSERA__KEYS__ENCRYPTION_KEY", "c2VjcmV0c2VjcmV0"),
+            ]),
+        )
+        .expect("loads");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains("c2VjcmV0c2VjcmV0"));
+        assert_eq!(
+            redact_url("postgres://app:pw@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+    }
+}

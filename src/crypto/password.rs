@@ -1,0 +1,218 @@
+//! argon2id password hashing. Hashing is slow on purpose, so it runs on the blocking pool
+//! behind a semaphore: memory stays bounded under a flood and async workers stay free.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use super::CryptoError;
+use crate::config::PasswordSettings;
+
+/// Outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub ok: bool,
+    /// The stored hash uses other parameters than configured: re-hash after a success.
+    pub needs_rehash: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("too many password checks in progress")]
+    Busy,
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+#[derive(Clone)]
+pub struct Hasher {
+    params: Params,
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+    /// A real hash of a random password: unknown users are verified against it so that they
+    /// take as long as known ones.
+    dummy_hash: Arc<String>,
+}
+
+impl Hasher {
+    pub fn params_from(settings: &PasswordSettings) -> Result<Params, CryptoError> {
+        Params::new(
+            settings.argon2_memory_kib,
+            settings.argon2_iterations,
+            settings.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| CryptoError::Hash(e.to_string()))
+    }
+
+    pub fn new(settings: &PasswordSettings) -> Result<Self, CryptoError> {
+        let params = Self::params_from(settings)?;
+        let slots = match settings.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let dummy_hash = hash_with(&params, &super::tokens::random_id())?;
+        Ok(Self {
+            params,
+            slots: Arc::new(Semaphore::new(slots)),
+            queue_timeout: settings.queue_timeout,
+            dummy_hash: Arc::new(dummy_hash),
+        })
+    }
+
+    /// Hashes a new password (admin paths, re-hash after login).
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let params = self.params.clone();
+        let password = password.to_owned();
+        self.run(move || hash_with(&params, &password).map_err(HashError::from))
+            .await
+    }
+
+    /// Verifies `password` against `stored`, or against the dummy hash when there is no user,
+    /// so both cases cost the same.
+    pub async fn verify(
+        &self,
+        stored: Option<&str>,
+        password: &str,
+    ) -> Result<Verified, HashError> {
+        let known = stored.is_some();
+        let hash = stored.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
+        let password = password.to_owned();
+        let params = self.params.clone();
+        self.run(move || {
+            let ok = verify_with(&hash, &password);
+            Ok(Verified {
+                ok: ok && known,
+                needs_rehash: ok && known && needs_rehash(&hash, &params),
+            })
+        })
+        .await
+    }
+
+    /// Slots currently free (for the metrics gauge).
+    pub fn available_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Busy)?;
+        let result = tokio::task::spawn_blocking(move || {
+            let result = job();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| CryptoError::Hash(e.to_string()))?;
+        result
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_with(params: &Params, password: &str) -> Result<String, CryptoError> {
+    argon2(params)
+        .hash_password(password.as_bytes())
+        .map(|h: PasswordHash| h.to_string())
+        .map_err(|e| CryptoError::Hash(e.to_string()))
+}
+
+fn verify_with(stored: &str, password: &str) -> bool {
+    match PasswordHash::new(stored) {
+        // The parameters come from the PHC string, not from the instance.
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn needs_rehash(stored: &str, params: &Params) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return true;
+    };
+    if parsed.algorithm.as_str() != "argon2id" || parsed.version != Some(0x13) {
+        return true;
+    }
+    match Params::try_from(&parsed) {
+        Ok(p) => {
+            p.m_cost() != params.m_cost()
+                || p.t_cost() != params.t_cost()
+                || p.p_cost() != params.p_cost()
+        }
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(m: u32) -> PasswordSettings {
+        PasswordSettings {
+            min_length: 8,
+            max_length: 128,
+            argon2_memory_kib: m,
+            argon2_iterations: 1,
+            argon2_parallelism: 1,
+            max_concurrent: 2,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_verify_and_rehash_detection() {
+        let hasher = Hasher::new(&settings(1024)).expect("hasher");
+        let hash = hasher.hash("correct horse").await.expect("hash");
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        let v = hasher
+            .verify(Some(&hash), "correct horse")
+            .await
+            .expect("verify");
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: false
+            }
+        );
+        let v = hasher.verify(Some(&hash), "wrong").await.expect("verify");
+        assert!(!v.ok);
+        let v = hasher.verify(None, "correct horse").await.expect("verify");
+        assert!(!v.ok);
+
+        let stronger = Hasher::new(&settings(2048)).expect("hasher");
+        let v = stronger
+            .verify(Some(&hash), "correct horse")
+            .await
+            .expect("verify");
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_hash_never_verifies() {
+        let hasher = Hasher::new(&settings(1024)).expect("hasher");
+        let v = hasher
+            .verify(Some("not a hash"), "x")
+            .await
+            .expect("verify");
+        assert!(!v.ok);
+    }
+}

@@ -1,0 +1,145 @@
+//! The one place where domain errors become HTTP responses (RFC 6749 §5.2 bodies).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::oauth::OAuthError;
+
+/// An [`OAuthError`] on its way out of a handler.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(#[from] pub OAuthError);
+
+pub fn status_of(err: &OAuthError) -> StatusCode {
+    match err {
+        OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+        OAuthError::NotPermitted(_) => StatusCode::FORBIDDEN,
+        OAuthError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        status_of(&self.0)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let err = &self.0;
+        if let OAuthError::Server(source) = err {
+            let mut chain = source.to_string();
+            let mut cause = source.source();
+            while let Some(c) = cause {
+                chain.push_str(": ");
+                chain.push_str(&c.to_string());
+                cause = c.source();
+            }
+            tracing::error!(error = %chain, "request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+        match err {
+            OAuthError::InvalidClient(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tessera\""),
+                ));
+            }
+            OAuthError::TemporarilyUnavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(json!({ "error": err.code(), "error_description": err.description() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn render(
+        err: OAuthError,
+    ) -> (
+        StatusCode,
+        actix_web::http::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let response = ApiError(err).error_response();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = to_bytes(response.into_body()).await.expect("body");
+        (
+            status,
+            headers,
+            serde_json::from_slice(&body).expect("json"),
+        )
+    }
+
+    #[actix_web::test]
+    async fn invalid_client_is_401_with_basic_challenge() {
+        let (status, headers, body) = render(OAuthError::invalid_client("nope")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers.get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+            Some(&b"Basic realm=\"tessera\""[..])
+        );
+        assert_eq!(
+            headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+            Some(&b"no-store"[..])
+        );
+        assert_eq!(body["error"], "invalid_client");
+        assert_eq!(body["error_description"], "nope");
+    }
+
+    #[actix_web::test]
+    async fn each_code_has_its_status() {
+        let cases = [
+            (OAuthError::invalid_request("x"), 400, "invalid_request"),
+            (OAuthError::invalid_grant("x"), 400, "invalid_grant"),
+            (
+                OAuthError::UnsupportedGrantType("x".into()),
+                400,
+                "unsupported_grant_type",
+            ),
+            (OAuthError::InvalidScope("x".into()), 400, "invalid_scope"),
+            (
+                OAuthError::UnauthorizedClient("x".into()),
+                400,
+                "unauthorized_client",
+            ),
+            (
+                OAuthError::NotPermitted("x".into()),
+                403,
+                "unauthorized_client",
+            ),
+            (OAuthError::PayloadTooLarge(10), 413, "invalid_request"),
+            (
+                OAuthError::TemporarilyUnavailable("x".into()),
+                503,
+                "temporarily_unavailable",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let (got, headers, body) = render(err).await;
+            assert_eq!(got.as_u16(), status);
+            assert_eq!(body["error"], code);
+            assert!(headers.get(header::WWW_AUTHENTICATE).is_none());
+        }
+    }
+
+    #[actix_web::test]
+    async fn server_errors_hide_their_cause() {
+        let (status, _, body) = render(OAuthError::Server("db password is hunter2".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"], "server_error");
+        assert!(!body.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,51 @@
+//! The HTTP front door: the route table, thin handlers, and the error mapping.
+
+mod client_auth;
+pub mod error;
+pub mod form;
+mod health;
+mod oauth_endpoints;
+mod well_known;
+
+use std::sync::{Arc, RwLock};
+
+use actix_web::web;
+
+use crate::oauth::OAuth;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub oauth: OAuth,
+    /// RFC 8414 metadata, serialized again only when the scopes in use change.
+    pub metadata: Arc<RwLock<Arc<[u8]>>>,
+    pub max_body_bytes: usize,
+}
+
+/// Every route Tessera serves.
+pub const ROUTES: [(&str, &str); 7] = [
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/revoke"),
+    ("POST", "/oauth/introspect"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
+
+/// The one route table.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/oauth/token").route(web::post().to(oauth_endpoints::token)))
+        .service(web::resource("/oauth/revoke").route(web::post().to(oauth_endpoints::revoke)))
+        .service(
+            web::resource("/oauth/introspect").route(web::post().to(oauth_endpoints::introspect)),
+        )
+        .service(web::resource("/.well-known/jwks.json").route(web::get().to(well_known::jwks)))
+        .service(
+            web::resource("/.well-known/oauth-authorization-server")
+                .route(web::get().to(well_known::metadata)),
+        )
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)));
+}
+
+pub use well_known::metadata_document;

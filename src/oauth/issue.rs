@@ -1,0 +1,73 @@
+//! Building and signing access tokens (RFC 9068 §2.2) and the token response (RFC 6749 §5.1).
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::crypto::tokens;
+use crate::store::{ClientRecord, UserRecord};
+
+use super::{OAuth, OAuthError};
+
+/// The successful token response.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// Who a token is about: a user, or the client itself (client_credentials).
+pub enum Subject<'a> {
+    User(&'a UserRecord),
+    Client,
+}
+
+impl OAuth {
+    /// The access-token lifetime for a client, in seconds.
+    pub fn access_ttl(&self, client: &ClientRecord) -> i64 {
+        client.access_ttl.unwrap_or(self.policy.access_ttl)
+    }
+
+    /// Signs an access token with the active key; returns it with its lifetime.
+    pub fn sign_access_token(
+        &self,
+        client: &ClientRecord,
+        subject: Subject<'_>,
+        scope: &[String],
+    ) -> Result<(String, i64), OAuthError> {
+        let now = self.clock.now();
+        let ttl = self.access_ttl(client);
+        let audience: Value = match client.audiences.as_slice() {
+            [] => json!(self.policy.default_audience),
+            [one] => json!(one),
+            many => json!(many),
+        };
+        let mut claims = Map::with_capacity(12);
+        claims.insert("iss".into(), json!(self.policy.issuer));
+        match subject {
+            Subject::User(user) => {
+                claims.insert("sub".into(), json!(user.id));
+                claims.insert("preferred_username".into(), json!(user.username));
+                claims.insert(self.policy.roles_claim.clone(), json!(user.roles));
+            }
+            Subject::Client => {
+                claims.insert("sub".into(), json!(client.client_id));
+            }
+        }
+        claims.insert("aud".into(), audience);
+        claims.insert("exp".into(), json!(now + ttl));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("nbf".into(), json!(now));
+        claims.insert("jti".into(), json!(tokens::random_id()));
+        claims.insert("client_id".into(), json!(client.client_id));
+        claims.insert("scope".into(), json!(scope.join(" ")));
+        let signer = self
+            .keys
+            .active_signer(now)
+            .ok_or_else(|| OAuthError::TemporarilyUnavailable("no signing key is active".into()))?;
+        Ok((signer.sign(&Value::Object(claims))?, ttl))
+    }
+}

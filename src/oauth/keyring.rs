@@ -1,0 +1,465 @@
+//! The signing keys every instance shares through the database, their life cycle
+//! (pending → active → retired → gone) and the JWKS built from them.
+//!
+//! A key's state is derived from its times, never stored: the active key is the newest
+//! generation whose `activates_at` has passed and that is not retired. So there is exactly one
+//! active key at any moment on every instance, and rotation is just inserting the next
+//! generation, which the database's unique constraint lets only one instance do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use aws_lc_rs::digest::{SHA256, digest};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::crypto::CryptoError;
+use crate::crypto::jwt::{JwtSigner, VerificationKeys};
+use crate::crypto::keys::{self, Kek, KeyAlgorithm};
+use crate::store::{AuditEvent, Store, StoreError, StoredKey};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published, not signing yet.
+    Pending,
+    /// Signing.
+    Active,
+    /// Published for verifiers until every token it signed has expired.
+    Retired,
+    /// Past that: no longer published, removed by clean-up.
+    Expired,
+}
+
+/// Key timing policy, in seconds.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    pub algorithm: KeyAlgorithm,
+    pub rotation_interval: i64,
+    pub publish_ahead: i64,
+    pub jwks_max_age: i64,
+    pub access_ttl: i64,
+}
+
+/// One key as `tessera key list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub generation: i64,
+    pub algorithm: String,
+    pub state: KeyState,
+    pub created_at: i64,
+    pub activates_at: i64,
+    /// When it stopped (or will stop) signing, if known.
+    pub retires_at: Option<i64>,
+    /// When it leaves the JWKS, if known.
+    pub unpublished_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("no key with kid {0}")]
+    UnknownKid(String),
+    #[error("keys.encryption_key is needed to create or load signing keys")]
+    NoKek,
+}
+
+/// Derives every key's state at `now`. `keys` is in generation order; `max_ttl` is the longest
+/// access-token lifetime any client can get.
+pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
+    let active = keys
+        .iter()
+        .filter(|k| k.activates_at <= now && k.retired_at.is_none_or(|r| r > now))
+        .max_by_key(|k| k.generation)
+        .map(|k| k.generation);
+    keys.iter()
+        .map(|k| {
+            // A key stops signing when it is retired or when a newer generation activates.
+            let superseded = keys
+                .iter()
+                .filter(|n| {
+                    n.generation > k.generation && n.retired_at.is_none_or(|r| r > n.activates_at)
+                })
+                .map(|n| n.activates_at)
+                .min();
+            let retires_at = match (k.retired_at, superseded) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let unpublished_at = retires_at.map(|r| r.saturating_add(max_ttl));
+            let state = if Some(k.generation) == active {
+                KeyState::Active
+            } else if k.activates_at > now {
+                KeyState::Pending
+            } else if unpublished_at.is_some_and(|u| u <= now) {
+                KeyState::Expired
+            } else {
+                KeyState::Retired
+            };
+            KeyInfo {
+                kid: k.kid.clone(),
+                generation: k.generation,
+                algorithm: k.algorithm.clone(),
+                state,
+                created_at: k.created_at,
+                activates_at: k.activates_at,
+                retires_at,
+                unpublished_at,
+            }
+        })
+        .collect()
+}
+
+/// The JWKS document, serialized once per change.
+#[derive(Debug, Clone)]
+pub struct Jwks {
+    pub body: Arc<[u8]>,
+    pub etag: String,
+}
+
+struct LoadedKey {
+    stored: StoredKey,
+    signer: Option<Arc<JwtSigner>>,
+}
+
+struct KeySet {
+    keys: Vec<LoadedKey>,
+    max_ttl: i64,
+    jwks: Jwks,
+    verification: Arc<VerificationKeys>,
+}
+
+pub struct KeyRing {
+    store: Store,
+    kek: Option<Kek>,
+    clock: Arc<dyn Clock>,
+    policy: KeyPolicy,
+    state: RwLock<Arc<KeySet>>,
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first one (or the next, when rotation is due).
+    pub async fn start(
+        store: Store,
+        kek: Option<Kek>,
+        clock: Arc<dyn Clock>,
+        policy: KeyPolicy,
+    ) -> Result<Arc<Self>, KeyError> {
+        let ring = Arc::new(Self {
+            store,
+            kek,
+            clock,
+            policy,
+            state: RwLock::new(Arc::new(KeySet {
+                keys: Vec::new(),
+                max_ttl: 0,
+                jwks: Jwks {
+                    body: Arc::from(&b"{\"keys\":[]}"[..]),
+                    etag: String::new(),
+                },
+                verification: Arc::new(VerificationKeys::default()),
+            })),
+        });
+        ring.tick().await?;
+        Ok(ring)
+    }
+
+    /// One maintenance step: rotate if due, then reload from the database.
+    pub async fn tick(&self) -> Result<(), KeyError> {
+        self.rotate_if_due().await?;
+        self.reload().await
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        match self.state.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The key that signs at `now`.
+    pub fn active_signer(&self, now: i64) -> Option<Arc<JwtSigner>> {
+        let set = self.current();
+        set.keys
+            .iter()
+            .filter(|k| k.stored.activates_at <= now && k.stored.retired_at.is_none_or(|r| r > now))
+            .max_by_key(|k| k.stored.generation)
+            .and_then(|k| k.signer.clone())
+    }
+
+    pub fn jwks(&self) -> Jwks {
+        self.current().jwks.clone()
+    }
+
+    pub fn jwks_max_age(&self) -> i64 {
+        self.policy.jwks_max_age
+    }
+
+    /// Public keys of every published key, for verifying our own tokens.
+    pub fn verification_keys(&self) -> Arc<VerificationKeys> {
+        self.current().verification.clone()
+    }
+
+    pub fn describe(&self) -> Vec<KeyInfo> {
+        let set = self.current();
+        let stored: Vec<StoredKey> = set.keys.iter().map(|k| k.stored.clone()).collect();
+        describe(&stored, self.clock.now(), set.max_ttl)
+    }
+
+    async fn max_ttl(&self) -> Result<i64, KeyError> {
+        let client_max = self.store.max_client_access_ttl().await?.unwrap_or(0);
+        Ok(self.policy.access_ttl.max(client_max))
+    }
+
+    /// Re-reads the keys; signers already parsed are kept.
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let stored = self.store.list_keys().await?;
+        let max_ttl = self.max_ttl().await?;
+        let now = self.clock.now();
+        let infos = describe(&stored, now, max_ttl);
+        let previous = self.current();
+        let mut parsed: HashMap<&str, Arc<JwtSigner>> = previous
+            .keys
+            .iter()
+            .filter_map(|k| k.signer.clone().map(|s| (k.stored.kid.as_str(), s)))
+            .collect();
+        let mut keys = Vec::with_capacity(stored.len());
+        let mut published = Vec::new();
+        for (key, info) in stored.into_iter().zip(&infos) {
+            let signs_soon = matches!(info.state, KeyState::Active | KeyState::Pending);
+            let signer = match (parsed.remove(key.kid.as_str()), &self.kek) {
+                (Some(existing), _) => Some(existing),
+                (None, Some(kek)) if signs_soon => {
+                    let algorithm: KeyAlgorithm = key.algorithm.parse()?;
+                    let pkcs8 = kek.open(&key.kid, &key.private_key)?;
+                    Some(Arc::new(JwtSigner::from_pkcs8(
+                        &key.kid, algorithm, &pkcs8,
+                    )?))
+                }
+                _ => None,
+            };
+            if info.state != KeyState::Expired {
+                let jwk: Value = serde_json::from_str(&key.public_jwk)
+                    .map_err(|e| CryptoError::MalformedKey(e.to_string()))?;
+                published.push(jwk);
+            }
+            keys.push(LoadedKey {
+                stored: key,
+                signer,
+            });
+        }
+        let body = json!({ "keys": published }).to_string();
+        let hash = digest(&SHA256, body.as_bytes());
+        let etag = format!(
+            "\"{}\"",
+            hash.as_ref()[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let verification = Arc::new(VerificationKeys::from_jwks(published.iter()));
+        let set = Arc::new(KeySet {
+            keys,
+            max_ttl,
+            jwks: Jwks {
+                body: Arc::from(body.into_bytes()),
+                etag,
+            },
+            verification,
+        });
+        match self.state.write() {
+            Ok(mut guard) => *guard = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+        Ok(())
+    }
+
+    /// Creates the first key, or the next generation when the active one is due to rotate.
+    async fn rotate_if_due(&self) -> Result<(), KeyError> {
+        let keys = self.store.list_keys().await?;
+        let now = self.clock.now();
+        let infos = describe(&keys, now, 0);
+        let has_active = infos.iter().any(|k| k.state == KeyState::Active);
+        let newest = keys.last();
+        let due = match newest {
+            None => Some(now),
+            Some(_) if !has_active => Some(now),
+            Some(n) if n.activates_at > now => None,
+            Some(n)
+                if now
+                    >= n.activates_at + self.policy.rotation_interval
+                        - self.policy.publish_ahead =>
+            {
+                Some(now + self.policy.publish_ahead)
+            }
+            Some(_) => None,
+        };
+        if let Some(activates_at) = due {
+            self.insert_next(&keys, activates_at, "system").await?;
+        }
+        Ok(())
+    }
+
+    /// Adds the next generation. Losing the race to another instance is not an error: the
+    /// other instance's key serves.
+    async fn insert_next(
+        &self,
+        keys: &[StoredKey],
+        activates_at: i64,
+        actor: &str,
+    ) -> Result<Option<String>, KeyError> {
+        let kek = self.kek.as_ref().ok_or(KeyError::NoKek)?;
+        let generation = keys.last().map_or(1, |k| k.generation + 1);
+        let generated = keys::generate(self.policy.algorithm)?;
+        let now = self.clock.now();
+        let stored = StoredKey {
+            kid: generated.kid.clone(),
+            generation,
+            algorithm: generated.algorithm.as_str().to_owned(),
+            public_jwk: generated.public_jwk.to_string(),
+            private_key: kek.seal(&generated.kid, &generated.pkcs8)?,
+            created_at: now,
+            activates_at,
+            retired_at: None,
+        };
+        let event = AuditEvent::new(now, actor, "key.create", &generated.kid).details(json!({
+            "generation": generation,
+            "algorithm": generated.algorithm.as_str(),
+            "activates_at": activates_at,
+        }));
+        match self.store.insert_key(&stored, &event).await {
+            Ok(()) => {
+                tracing::info!(kid = %generated.kid, generation, activates_at, "signing key created");
+                Ok(Some(generated.kid))
+            }
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `tessera key rotate`: a new key, published now, signing after `publish_ahead` (or at
+    /// once with `immediately`, at the risk of verifiers that cached the JWKS).
+    pub async fn rotate(&self, immediately: bool, actor: &str) -> Result<String, KeyError> {
+        let keys = self.store.list_keys().await?;
+        let now = self.clock.now();
+        let activates_at = if immediately {
+            now
+        } else {
+            now + self.policy.publish_ahead
+        };
+        let kid = self.insert_next(&keys, activates_at, actor).await?;
+        self.reload().await?;
+        kid.ok_or(KeyError::Store(StoreError::Conflict(
+            "signing key generation",
+        )))
+    }
+
+    /// `tessera key retire KID`: stops a key signing now. Retiring the active key activates a
+    /// successor at once (the pending one if there is one, else a new key) so signing never
+    /// stops.
+    pub async fn retire(&self, kid: &str, actor: &str) -> Result<(), KeyError> {
+        let keys = self.store.list_keys().await?;
+        let now = self.clock.now();
+        let infos = describe(&keys, now, 0);
+        let info = infos
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?;
+        if info.state == KeyState::Active {
+            match infos
+                .iter()
+                .filter(|k| k.state == KeyState::Pending)
+                .max_by_key(|k| k.generation)
+            {
+                Some(pending) => self.store.activate_key_at(&pending.kid, now).await?,
+                None => {
+                    self.insert_next(&keys, now, actor).await?;
+                }
+            }
+        }
+        let event = AuditEvent::new(now, actor, "key.retire", kid);
+        self.store.retire_key(kid, now, &event).await?;
+        self.reload().await
+    }
+
+    /// Deletes keys no longer published.
+    pub async fn collect_expired(&self) -> Result<u64, KeyError> {
+        let keys = self.store.list_keys().await?;
+        let now = self.clock.now();
+        let max_ttl = self.max_ttl().await?;
+        let mut removed = 0;
+        for info in describe(&keys, now, max_ttl) {
+            if info.state == KeyState::Expired {
+                removed += self.store.delete_key(&info.kid).await?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(generation: i64, activates_at: i64, retired_at: Option<i64>) -> StoredKey {
+        StoredKey {
+            kid: format!("k{generation}"),
+            generation,
+            algorithm: "ES256".into(),
+            public_jwk: "{}".into(),
+            private_key: Vec::new(),
+            created_at: 0,
+            activates_at,
+            retired_at,
+        }
+    }
+
+    fn states(keys: &[StoredKey], now: i64) -> Vec<KeyState> {
+        describe(keys, now, 600)
+            .into_iter()
+            .map(|k| k.state)
+            .collect()
+    }
+
+    #[test]
+    fn life_cycle_is_derived_from_times() {
+        use KeyState::*;
+        let keys = vec![key(1, 0, None), key(2, 1000, None)];
+        assert_eq!(states(&keys, 500), vec![Active, Pending]);
+        assert_eq!(states(&keys, 1000), vec![Retired, Active]);
+        assert_eq!(states(&keys, 1599), vec![Retired, Active]);
+        assert_eq!(states(&keys, 1600), vec![Expired, Active]);
+    }
+
+    #[test]
+    fn exactly_one_active_key_whatever_the_times() {
+        for now in [0, 10, 100, 1000, 5000] {
+            let keys = vec![
+                key(1, 0, None),
+                key(2, 100, None),
+                key(3, 90, None),
+                key(4, 6000, None),
+            ];
+            let active = states(&keys, now)
+                .into_iter()
+                .filter(|s| *s == KeyState::Active)
+                .count();
+            assert_eq!(active, 1, "at {now}");
+        }
+    }
+
+    #[test]
+    fn retired_key_hands_over() {
+        use KeyState::*;
+        let keys = vec![key(1, 0, Some(50)), key(2, 50, None)];
+        assert_eq!(states(&keys, 60), vec![Retired, Active]);
+        let info = describe(&keys, 60, 600);
+        assert_eq!(info[0].retires_at, Some(50));
+        assert_eq!(info[0].unpublished_at, Some(650));
+    }
+}

@@ -1,0 +1,144 @@
+//! Resource owner password credentials grant (RFC 6749 §4.3).
+
+use serde_json::json;
+
+use crate::crypto::tokens;
+use crate::store::{AuditEvent, ClientRecord, NewFamily};
+
+use super::issue::{Subject, TokenResponse};
+use super::{OAuth, OAuthError, scope, usernames};
+
+const BAD_CREDENTIALS: &str = "invalid username or password";
+
+impl OAuth {
+    pub(super) async fn password_grant(
+        &self,
+        client: &ClientRecord,
+        params: &super::Params,
+    ) -> Result<TokenResponse, OAuthError> {
+        let username = params.require("username")?;
+        let password = params
+            .get("password")
+            .ok_or_else(|| OAuthError::invalid_request("missing parameter: password"))?;
+        let granted = scope::grant(params.get("scope"), &client.scopes)?;
+        let now = self.clock.now();
+        let actor = Self::actor(&client.client_id);
+        let failure = |reason: &'static str| {
+            AuditEvent::new(now, actor.clone(), "login.failure", username)
+                .outcome("failure")
+                .user(username)
+                .client(&client.client_id)
+                .details(json!({ "reason": reason, "grant": "password" }))
+        };
+
+        // Malformed usernames and oversized passwords cannot belong to an account; refusing
+        // them before hashing bounds the work an attacker can ask for.
+        if usernames::validate(username).is_err()
+            || password.chars().count() > self.policy.password_max_length
+        {
+            self.record(&[failure("malformed")]).await;
+            return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+        }
+        let normalized = usernames::normalize(username);
+        let throttle = self.store.login_throttle(&normalized).await?;
+        if throttle.is_some_and(|t| t.locked_until > now) {
+            self.record(&[failure("throttled").outcome("denied")]).await;
+            return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+        }
+
+        let user = self.store.find_user(&normalized).await?;
+        let verified = self
+            .hasher
+            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
+            .await?;
+        let user = match user {
+            Some(user) if verified.ok && !user.disabled => user,
+            other => {
+                let reason = match other {
+                    None => "unknown_user",
+                    Some(u) if u.disabled && verified.ok => "disabled",
+                    Some(_) => "wrong_password",
+                };
+                self.store
+                    .record_login_failure(
+                        &normalized,
+                        now,
+                        self.policy.max_failures,
+                        self.policy.max_backoff,
+                    )
+                    .await?;
+                self.record(&[failure(reason)]).await;
+                return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+            }
+        };
+        if throttle.is_some() {
+            self.store.reset_login_failures(&normalized).await?;
+        }
+        if verified.needs_rehash {
+            self.upgrade_hash_in_background(&user.id, &user.password_hash, password);
+        }
+
+        let (access_token, expires_in) =
+            self.sign_access_token(client, Subject::User(&user), &granted)?;
+        let login = AuditEvent::new(now, actor.clone(), "login.success", &user.username)
+            .user(&user.username)
+            .client(&client.client_id)
+            .details(json!({ "grant": "password", "scope": granted.join(" ") }));
+        let refresh_token = if client.allows_grant("refresh_token") {
+            let token = tokens::generate(tokens::REFRESH_PREFIX);
+            let family_id = uuid::Uuid::new_v4().to_string();
+            let family_expires_at = now.saturating_add(self.policy.refresh_absolute_ttl);
+            let issued = AuditEvent::new(now, actor, "token.issued", &family_id)
+                .user(&user.username)
+                .client(&client.client_id)
+                .details(json!({ "grant": "password", "refresh_family": family_id }));
+            self.store
+                .create_family(
+                    &NewFamily {
+                        id: family_id.clone(),
+                        user_id: user.id.clone(),
+                        client_id: client.client_id.clone(),
+                        scope: granted.join(" "),
+                        created_at: now,
+                        expires_at: family_expires_at,
+                        token_hash: tokens::hash(&token),
+                        idle_expires_at: now
+                            .saturating_add(self.policy.refresh_idle_ttl)
+                            .min(family_expires_at),
+                    },
+                    &[login, issued],
+                )
+                .await?;
+            Some(token)
+        } else {
+            self.record(&[login]).await;
+            None
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token,
+            scope: granted.join(" "),
+        })
+    }
+
+    /// Re-hashes with the configured parameters after a successful login, off the request.
+    fn upgrade_hash_in_background(&self, user_id: &str, old_hash: &str, password: &str) {
+        let (store, hasher) = (self.store.clone(), self.hasher.clone());
+        let (user_id, old_hash, password) =
+            (user_id.to_owned(), old_hash.to_owned(), password.to_owned());
+        tokio::spawn(async move {
+            let result = match hasher.hash(&password).await {
+                Ok(new_hash) => store
+                    .upgrade_password_hash(&user_id, &old_hash, &new_hash)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not upgrade an outdated password hash");
+            }
+        });
+    }
+}

@@ -1,0 +1,264 @@
+//! Builds the application from [`Settings`]: database, keys, background maintenance, and an
+//! HTTP server bound to its own listener (port 0 works, and [`Application::port`] tells).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::{Context, bail};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::crypto::keys::Kek;
+use crate::crypto::password::Hasher;
+use crate::http::{self, AppState};
+use crate::oauth::keyring::KeyPolicy;
+use crate::oauth::{KeyRing, OAuth, Policy};
+use crate::store::{Backend, PoolOptions, Store};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Store,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the configured database (without migrating).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let options = PoolOptions {
+        max_connections: settings.database.max_connections,
+        min_connections: settings.database.min_connections,
+        acquire_timeout: settings.database.acquire_timeout,
+    };
+    let url = settings.database.url.expose();
+    Store::connect(url, &options).await.with_context(|| {
+        format!(
+            "could not open the database at {}",
+            crate::config::redact_url(url)
+        )
+    })
+}
+
+/// The file holding the generated key-encryption key beside a SQLite database.
+fn kek_file_for(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(format!("{path}.kek")))
+}
+
+/// The key-encryption key: from settings; else, on SQLite, from (or into) a file beside the
+/// database; on Postgres, refused, because every instance must share one configured key.
+pub fn load_kek(
+    settings: &Settings,
+    backend: Backend,
+    create: bool,
+) -> anyhow::Result<Option<Kek>> {
+    if !settings.keys.encryption_key.is_empty() {
+        return Ok(Some(
+            Kek::from_base64(settings.keys.encryption_key.expose())
+                .context("keys.encryption_key")?,
+        ));
+    }
+    if backend == Backend::Postgres {
+        if create {
+            bail!(
+                "keys.encryption_key is required with Postgres: set TESSERA__KEYS__ENCRYPTION_KEY to 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
+            );
+        }
+        return Ok(None);
+    }
+    let Some(path) = kek_file_for(settings.database.url.expose()) else {
+        tracing::warn!(
+            "keys.encryption_key is not set; using a throw-away key for an in-memory database"
+        );
+        return Ok(Some(Kek::from_base64(&Kek::generate_base64())?));
+    };
+    if path.exists() {
+        let encoded = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Some(
+            Kek::from_base64(&encoded).with_context(|| format!("key file {}", path.display()))?,
+        ));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let encoded = Kek::generate_base64();
+    write_private_file(&path, &encoded).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "keys.encryption_key is not set: generated a key-encryption key file beside the database; keep it with the database and set keys.encryption_key in production"
+    );
+    Ok(Some(Kek::from_base64(&encoded)?))
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+pub fn key_policy(settings: &Settings) -> KeyPolicy {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    KeyPolicy {
+        algorithm: settings.keys.algorithm,
+        rotation_interval: secs(settings.keys.rotation_interval),
+        publish_ahead: secs(settings.keys.publish_ahead),
+        jwks_max_age: secs(settings.keys.jwks_max_age),
+        access_ttl: secs(settings.tokens.access_ttl),
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = open_store(&settings).await?;
+        if settings.database.migrate_on_start {
+            store.migrate().await.context("applying migrations")?;
+        }
+        let kek = load_kek(&settings, store.backend(), true)?;
+        let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
+            .await
+            .context("loading signing keys")?;
+        let hasher = Hasher::new(&settings.passwords)?;
+        let oauth = OAuth {
+            store: store.clone(),
+            hasher,
+            keys: keys.clone(),
+            clock: clock.clone(),
+            policy: Arc::new(Policy::from_settings(&settings)),
+        };
+        let issuer = settings.issuer_base().to_owned();
+        let algorithm = settings.keys.algorithm.as_str();
+        let scopes = store.all_client_scopes().await?;
+        let metadata = Arc::new(RwLock::new(http::metadata_document(
+            &issuer, &scopes, algorithm,
+        )));
+
+        let maintenance = tokio::spawn(maintenance_loop(
+            store.clone(),
+            keys,
+            metadata.clone(),
+            issuer,
+            algorithm,
+            settings.keys.reload_interval,
+        ));
+
+        let state = web::Data::new(AppState {
+            oauth,
+            metadata,
+            max_body_bytes: settings.server.max_body_bytes,
+        });
+        let listener = TcpListener::bind(settings.server.bind)
+            .with_context(|| format!("could not listen on {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(settings.server.max_body_bytes))
+                .configure(http::routes)
+        })
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run();
+        tracing::info!(
+            address = %settings.server.bind.ip(),
+            port,
+            database = store.backend().name(),
+            "tessera listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            store,
+            maintenance,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a handle's stop), then closes the pool.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.server.await;
+        self.maintenance.abort();
+        self.store.close().await;
+        result.context("HTTP server failed")
+    }
+}
+
+/// Rotates and reloads keys and refreshes the metadata on every instance, periodically.
+async fn maintenance_loop(
+    store: Store,
+    keys: Arc<KeyRing>,
+    metadata: Arc<RwLock<Arc<[u8]>>>,
+    issuer: String,
+    algorithm: &'static str,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(error) = keys.tick().await {
+            tracing::warn!(%error, "key maintenance failed; will retry");
+        }
+        match store.all_client_scopes().await {
+            Ok(scopes) => {
+                let doc = http::metadata_document(&issuer, &scopes, algorithm);
+                match metadata.write() {
+                    Ok(mut guard) => *guard = doc,
+                    Err(poisoned) => *poisoned.into_inner() = doc,
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not refresh metadata"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kek_file_sits_beside_the_database() {
+        assert_eq!(
+            kek_file_for("sqlite://tessera.db"),
+            Some(PathBuf::from("tessera.db.kek"))
+        );
+        assert_eq!(
+            kek_file_for("sqlite:/var/lib/t.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/t.db.kek"))
+        );
+        assert_eq!(kek_file_for("sqlite::memory:"), None);
+    }
+}

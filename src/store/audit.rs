@@ -1,0 +1,142 @@
+//! The audit log: one row per security event, written in the transaction of the state change
+//! it describes wherever there is one.
+
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use super::{Store, StoreError};
+
+/// A security event about to be recorded.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub at: i64,
+    /// `cli:<os user>`, `client:<client_id>`, `user:<username>` or `system`.
+    pub actor: String,
+    /// Dotted name: `login.success`, `refresh.reuse_detected`, `user.add`, ...
+    pub action: &'static str,
+    pub target: String,
+    /// `success`, `failure` or `denied`.
+    pub outcome: &'static str,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(
+        at: i64,
+        actor: impl Into<String>,
+        action: &'static str,
+        target: impl Into<String>,
+    ) -> Self {
+        Self {
+            at,
+            actor: actor.into(),
+            action,
+            target: target.into(),
+            outcome: "success",
+            username: None,
+            client_id: None,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn outcome(mut self, outcome: &'static str) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    pub fn user(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    pub fn client(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// A recorded event, as `tessera audit` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub details: String,
+}
+
+/// Filters of `tessera audit`; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+pub(super) async fn insert(
+    conn: &mut AnyConnection,
+    events: &[AuditEvent],
+) -> Result<(), sqlx::Error> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, username, client_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(e.action)
+        .bind(&e.target)
+        .bind(e.outcome)
+        .bind(e.username.as_deref())
+        .bind(e.client_id.as_deref())
+        .bind(e.details.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records events that go with no state change (a failed login, a denied request).
+    pub async fn record(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert(&mut conn, events).await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        // NULL parameters switch a condition off, so one statement serves every filter and
+        // the planner still uses the (column, at) indexes for the ones given.
+        let rows = sqlx::query_as::<_, AuditRow>(
+            "SELECT id, at, actor, action, target, outcome, username, client_id, details \
+             FROM audit_log \
+             WHERE ($1 IS NULL OR username = $1) \
+               AND ($2 IS NULL OR client_id = $2) \
+               AND ($3 IS NULL OR action = $3) \
+               AND at >= $4 \
+             ORDER BY at DESC, id DESC LIMIT $5",
+        )
+        .bind(filter.username.as_deref())
+        .bind(filter.client_id.as_deref())
+        .bind(filter.action.as_deref())
+        .bind(filter.since.unwrap_or(i64::MIN))
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,112 @@
+//! Signing keys, private halves sealed by the caller before they reach here.
+
+use sqlx::FromRow;
+
+use super::audit::{self, AuditEvent};
+use super::{Store, StoreError, conflict_or};
+
+#[derive(Clone, FromRow)]
+pub struct StoredKey {
+    pub kid: String,
+    pub generation: i64,
+    pub algorithm: String,
+    pub public_jwk: String,
+    pub private_key: Vec<u8>,
+    pub created_at: i64,
+    pub activates_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("generation", &self.generation)
+            .field("algorithm", &self.algorithm)
+            .field("activates_at", &self.activates_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Every key, oldest generation first.
+    pub async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(sqlx::query_as::<_, StoredKey>(
+            "SELECT kid, generation, algorithm, public_jwk, private_key, created_at, activates_at, \
+             retired_at FROM signing_keys ORDER BY generation",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Inserts a key for a generation. When another instance took that generation first, this
+    /// fails with `Conflict("signing key generation")`: the database decides who rotates.
+    pub async fn insert_key(&self, key: &StoredKey, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, generation, algorithm, public_jwk, private_key, \
+             created_at, activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.kid)
+        .bind(key.generation)
+        .bind(&key.algorithm)
+        .bind(&key.public_jwk)
+        .bind(key.private_key.clone())
+        .bind(key.created_at)
+        .bind(key.activates_at)
+        .bind(key.retired_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "signing key generation"))?;
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a key retired as of `at` (it stays published until its tokens expire).
+    pub async fn retire_key(
+        &self,
+        kid: &str,
+        at: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND (retired_at IS NULL OR retired_at > $1)",
+        )
+        .bind(at)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound("unretired key"));
+        }
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Brings a pending key's activation forward (`tessera key rotate --now`).
+    pub async fn activate_key_at(&self, kid: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET activates_at = $1 WHERE kid = $2 AND activates_at > $1",
+        )
+        .bind(at)
+        .bind(kid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn delete_key(&self, kid: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,96 @@
+//! Clean-up of what has expired, in bounded batches so no statement holds locks for long and
+//! several instances can run it at once without harm.
+
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GcReport {
+    pub refresh_families: u64,
+    pub refresh_tokens: u64,
+    pub denylist: u64,
+    pub audit_rows: u64,
+}
+
+impl Store {
+    /// Deletes one batch of expired families (their tokens cascade), of expired or rotated
+    /// tokens past their idle expiry, of expired denylist entries, and of audit rows older
+    /// than `audit_cutoff`. Returns how many of each went; call until all are zero.
+    pub async fn gc_batch(
+        &self,
+        now: i64,
+        audit_cutoff: i64,
+        batch: i64,
+    ) -> Result<GcReport, StoreError> {
+        let refresh_families = sqlx::query(
+            "DELETE FROM refresh_families WHERE id IN \
+             (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let refresh_tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE token_hash IN \
+             (SELECT token_hash FROM refresh_tokens WHERE idle_expires_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let denylist = sqlx::query(
+            "DELETE FROM access_denylist WHERE jti IN \
+             (SELECT jti FROM access_denylist WHERE expires_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let audit_rows = sqlx::query(
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)",
+        )
+        .bind(audit_cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(GcReport {
+            refresh_families,
+            refresh_tokens,
+            denylist,
+            audit_rows,
+        })
+    }
+
+    /// Puts an access token's `jti` on the denylist until `expires_at`.
+    pub async fn deny_access_token(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        event: &super::AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO access_denylist (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        super::audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn is_access_token_denied(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM access_denylist WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+}

@@ -1,0 +1,243 @@
+//! All SQL lives here. One [`Store`] serves both backends through sqlx's `Any` driver: the
+//! schema keeps to types both share (text ids, BIGINT Unix seconds, BYTEA/BLOB hashes), so
+//! every statement is written once and the conformance tests run it on Postgres and SQLite.
+
+mod audit;
+mod clients;
+mod keys;
+mod maintenance;
+mod refresh;
+mod roles;
+mod throttle;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+pub use audit::{AuditEvent, AuditFilter, AuditRow};
+pub use clients::{ClientRecord, NewClient};
+pub use keys::StoredKey;
+pub use maintenance::GcReport;
+pub use refresh::{
+    FamilyRecord, FamilySummary, NewFamily, RefreshLookup, Rotation, RotationRequest,
+};
+pub use roles::RoleRecord;
+pub use throttle::ThrottleState;
+pub use users::{NewUser, UserRecord};
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(StoreError::Config(
+                "database.url must start with postgres:// or sqlite:".into(),
+            ))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("{0}")]
+    Config(String),
+    #[error("database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Backend(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
+            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                Self::Unavailable(err)
+            }
+            _ => Self::Backend(err),
+        }
+    }
+}
+
+/// Postgres codes meaning "the server is going away or not accepting us now".
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("57P01" | "57P02" | "57P03" | "53300" | "08000" | "08003" | "08006" | "3D000")
+    )
+}
+
+/// Maps a unique-constraint violation to `Conflict(what)`, anything else through `From`.
+fn conflict_or(err: sqlx::Error, what: &'static str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => err.into(),
+    }
+}
+
+/// Pool settings, independent of the config file layout.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file if needed) and checks the database answers.
+    pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+                if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                }
+            }
+            _ => url.to_owned(),
+        };
+        let connect_options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Config(format!("database.url is not valid: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; the busy timeout makes
+                        // writers queue instead of failing; foreign keys are off by default.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect_options)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => StoreError::Config(format!("database.url: {e}")),
+                other => StoreError::Unavailable(other),
+            })?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the embedded migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `SELECT 1` through the pool (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Connections open / idle, for metrics.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write. SQLite takes the write lock up front
+    /// (`BEGIN IMMEDIATE`) so that two writers queue on the busy timeout instead of one
+    /// failing when it upgrades its read lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Space-separated list columns (grant types, scopes, audiences).
+fn join_list(items: &[String]) -> String {
+    items.join(" ")
+}
+
+fn split_list(column: &str) -> Vec<String> {
+    column.split_whitespace().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(
+            Backend::from_url("postgres://x/y").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite://t.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert!(Backend::from_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn migration_trees_match() {
+        let names = |m: &Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&POSTGRES_MIGRATIONS), names(&SQLITE_MIGRATIONS));
+        assert!(!POSTGRES_MIGRATIONS.iter().next().is_none());
+    }
+}

@@ -1,0 +1,399 @@
+//! Refresh tokens and their families. Rotation is a compare-and-set in SQL: the presented
+//! token is marked rotated only if nobody marked it first, so two concurrent uses of one token
+//! can never both succeed (RFC 9700 §4.14.2).
+
+use serde::Serialize;
+use sqlx::{AnyConnection, FromRow};
+
+use super::audit::{self, AuditEvent};
+use super::users::UserRecord;
+use super::{Store, StoreError};
+
+/// A login session: the chain of refresh tokens rotated from one grant.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct FamilyRecord {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+pub struct NewFamily {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub token_hash: Vec<u8>,
+    pub idle_expires_at: i64,
+}
+
+pub struct RotationRequest {
+    pub presented_hash: Vec<u8>,
+    pub client_id: String,
+    pub now: i64,
+    /// A token rotated at or after this time is inside the reuse grace window.
+    pub grace_cutoff: i64,
+    pub new_hash: Vec<u8>,
+    pub new_idle_expires_at: i64,
+    /// A narrower scope asked for; rotation is undone when it is not within the family's.
+    pub requested_scope: Option<Vec<String>>,
+    /// Recorded on success; the store fills in username and target (the family id).
+    pub success_event: AuditEvent,
+    /// Recorded on reuse, with a `refresh.family_revoked` row beside it.
+    pub reuse_event: AuditEvent,
+}
+
+#[derive(Debug)]
+pub enum Rotation {
+    Rotated {
+        family: FamilyRecord,
+        user: UserRecord,
+    },
+    /// The requested scope exceeds the family's; nothing was changed.
+    ScopeNotGranted,
+    NotFound,
+    WrongClient {
+        username: String,
+    },
+    Expired {
+        username: String,
+    },
+    Revoked {
+        username: String,
+    },
+    UserDisabled {
+        username: String,
+    },
+    /// Presented again inside the grace window: refused, family left alone.
+    ReusedWithinGrace {
+        username: String,
+    },
+    /// Presented again after the grace window: the family is now revoked.
+    Reused {
+        username: String,
+        family_id: String,
+    },
+}
+
+/// What introspection and revocation need to know about a refresh token.
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshLookup {
+    pub family_id: String,
+    pub user_id: String,
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub issued_at: i64,
+    pub idle_expires_at: i64,
+    pub rotated_at: Option<i64>,
+    pub family_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    /// 1 when the owner is disabled.
+    pub disabled: i64,
+}
+
+impl RefreshLookup {
+    pub fn user_disabled(&self) -> bool {
+        self.disabled != 0
+    }
+}
+
+#[derive(FromRow)]
+struct FamilyUserRow {
+    id: String,
+    user_id: String,
+    client_id: String,
+    scope: String,
+    created_at: i64,
+    expires_at: i64,
+    username: String,
+    password_hash: String,
+    disabled: i64,
+    user_created_at: i64,
+    user_updated_at: i64,
+    password_changed_at: i64,
+    role_name: Option<String>,
+}
+
+/// A family with its owner's listing details, for `tessera token list`.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct FamilySummary {
+    pub family_id: String,
+    pub client_id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
+}
+
+const LOOKUP: &str = "SELECT t.family_id, f.user_id, u.username, f.client_id, f.scope, t.issued_at, \
+     t.idle_expires_at, t.rotated_at, f.expires_at AS family_expires_at, f.revoked_at, u.disabled \
+     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+     JOIN users u ON u.id = f.user_id WHERE t.token_hash = $1";
+
+async fn insert_token(
+    conn: &mut AnyConnection,
+    hash: &[u8],
+    family_id: &str,
+    issued_at: i64,
+    idle_expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(hash.to_vec())
+    .bind(family_id)
+    .bind(issued_at)
+    .bind(idle_expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn revoke_family_in(
+    conn: &mut AnyConnection,
+    family_id: &str,
+    now: i64,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(family_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
+impl Store {
+    /// Starts a family with its first token, recording `events` in the same transaction.
+    pub async fn create_family(
+        &self,
+        family: &NewFamily,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO refresh_families (id, user_id, client_id, scope, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&family.id)
+        .bind(&family.user_id)
+        .bind(&family.client_id)
+        .bind(&family.scope)
+        .bind(family.created_at)
+        .bind(family.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_token(
+            &mut tx,
+            &family.token_hash,
+            &family.id,
+            family.created_at,
+            family.idle_expires_at,
+        )
+        .await?;
+        audit::insert(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rotates a refresh token: marks the presented one used and issues its successor, in one
+    /// transaction. Reuse of a rotated token outside the grace window revokes the family.
+    pub async fn rotate_refresh_token(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let claimed: Option<String> = sqlx::query_scalar(
+            "UPDATE refresh_tokens SET rotated_at = $1 \
+             WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
+               AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
+                   WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $3 \
+                     AND u.disabled = 0) \
+             RETURNING family_id",
+        )
+        .bind(req.now)
+        .bind(req.presented_hash.clone())
+        .bind(&req.client_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some(family_id) = claimed else {
+            let outcome = self.diagnose_failed_rotation(&mut tx, &req).await?;
+            tx.commit().await?;
+            return Ok(outcome);
+        };
+
+        let rows = sqlx::query_as::<_, FamilyUserRow>(
+            "SELECT f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, u.username, \
+             u.password_hash, u.disabled, u.created_at AS user_created_at, \
+             u.updated_at AS user_updated_at, u.password_changed_at, r.role_name \
+             FROM refresh_families f JOIN users u ON u.id = f.user_id \
+             LEFT JOIN user_roles r ON r.user_id = u.id WHERE f.id = $1",
+        )
+        .bind(&family_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::NotFound("refresh family"));
+        };
+        let family = FamilyRecord {
+            id: first.id.clone(),
+            user_id: first.user_id.clone(),
+            client_id: first.client_id.clone(),
+            scope: first.scope.clone(),
+            created_at: first.created_at,
+            expires_at: first.expires_at,
+            revoked_at: None,
+        };
+        let mut user = UserRecord {
+            id: first.user_id.clone(),
+            username: first.username.clone(),
+            password_hash: first.password_hash.clone(),
+            disabled: first.disabled != 0,
+            roles: Vec::new(),
+            created_at: first.user_created_at,
+            updated_at: first.user_updated_at,
+            password_changed_at: first.password_changed_at,
+        };
+        user.roles = rows.into_iter().filter_map(|r| r.role_name).collect();
+        user.roles.sort();
+        if let Some(requested) = &req.requested_scope {
+            let granted = super::split_list(&family.scope);
+            if requested.iter().any(|s| !granted.contains(s)) {
+                // Dropping the transaction rolls the rotation back: the token stays usable.
+                return Ok(Rotation::ScopeNotGranted);
+            }
+        }
+        let idle_expires_at = req.new_idle_expires_at.min(family.expires_at);
+        insert_token(&mut tx, &req.new_hash, &family_id, req.now, idle_expires_at).await?;
+
+        let mut event = req.success_event;
+        event.username = Some(user.username.clone());
+        event.target = family.id.clone();
+        audit::insert(&mut tx, std::slice::from_ref(&event)).await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated { family, user })
+    }
+
+    async fn diagnose_failed_rotation(
+        &self,
+        tx: &mut AnyConnection,
+        req: &RotationRequest,
+    ) -> Result<Rotation, StoreError> {
+        let Some(found) = sqlx::query_as::<_, RefreshLookup>(LOOKUP)
+            .bind(req.presented_hash.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Rotation::NotFound);
+        };
+        let username = found.username.clone();
+        if found.client_id != req.client_id {
+            return Ok(Rotation::WrongClient { username });
+        }
+        if found.revoked_at.is_some() {
+            return Ok(Rotation::Revoked { username });
+        }
+        if let Some(rotated_at) = found.rotated_at {
+            if rotated_at >= req.grace_cutoff {
+                return Ok(Rotation::ReusedWithinGrace { username });
+            }
+            revoke_family_in(tx, &found.family_id, req.now, "reuse_detected").await?;
+            let mut reuse = req.reuse_event.clone();
+            reuse.username = Some(username.clone());
+            reuse.target = found.family_id.clone();
+            let mut revoked = reuse.clone();
+            revoked.action = "refresh.family_revoked";
+            revoked.details = serde_json::json!({ "reason": "reuse_detected" });
+            audit::insert(tx, &[reuse, revoked]).await?;
+            return Ok(Rotation::Reused {
+                username,
+                family_id: found.family_id,
+            });
+        }
+        if found.user_disabled() {
+            return Ok(Rotation::UserDisabled { username });
+        }
+        Ok(Rotation::Expired { username })
+    }
+
+    pub async fn find_refresh_token(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<RefreshLookup>, StoreError> {
+        Ok(sqlx::query_as::<_, RefreshLookup>(LOOKUP)
+            .bind(hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Revokes one family; `false` if it was already revoked or does not exist.
+    pub async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: i64,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let revoked = revoke_family_in(&mut tx, family_id, now, reason).await?;
+        if revoked {
+            audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Revokes every live family of a user (optionally only with one client) or of a client.
+    pub async fn revoke_families(
+        &self,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        now: i64,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+             WHERE revoked_at IS NULL AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR client_id = $4)",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut event = event.clone();
+        event.details = serde_json::json!({ "families_revoked": revoked, "reason": reason });
+        audit::insert(&mut tx, std::slice::from_ref(&event)).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Live families of a user, newest first.
+    pub async fn list_families(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<FamilySummary>, StoreError> {
+        Ok(sqlx::query_as::<_, FamilySummary>(
+            "SELECT f.id AS family_id, f.client_id, f.created_at, MAX(t.issued_at) AS last_used_at, \
+             f.expires_at FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id \
+             WHERE f.user_id = $1 AND f.revoked_at IS NULL AND f.expires_at > $2 \
+             GROUP BY f.id, f.client_id, f.created_at, f.expires_at \
+             HAVING MAX(t.idle_expires_at) > $2 ORDER BY f.created_at DESC",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

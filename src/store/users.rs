@@ -1,0 +1,301 @@
+//! Users and their roles.
+
+use serde::Serialize;
+use sqlx::{AnyConnection, FromRow};
+
+use super::audit::{self, AuditEvent};
+use super::{Store, StoreError, conflict_or};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub disabled: bool,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub password_changed_at: i64,
+}
+
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub username_normalized: String,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub roles: Vec<String>,
+    pub now: i64,
+}
+
+#[derive(FromRow)]
+struct UserRoleRow {
+    id: String,
+    username: String,
+    password_hash: String,
+    disabled: i64,
+    created_at: i64,
+    updated_at: i64,
+    password_changed_at: i64,
+    role_name: Option<String>,
+}
+
+/// A user joined with their roles; callers append the WHERE / ORDER BY clause.
+macro_rules! select_user_roles {
+    ($tail:literal) => {
+        concat!(
+            "SELECT u.id, u.username, u.password_hash, u.disabled, u.created_at, u.updated_at, \
+             u.password_changed_at, r.role_name \
+             FROM users u LEFT JOIN user_roles r ON r.user_id = u.id",
+            $tail
+        )
+    };
+}
+
+/// Folds joined (user, role) rows, ordered by user, into records.
+fn fold_users(rows: Vec<UserRoleRow>) -> Vec<UserRecord> {
+    let mut users: Vec<UserRecord> = Vec::new();
+    for row in rows {
+        if users.last().is_none_or(|u| u.id != row.id) {
+            users.push(UserRecord {
+                id: row.id,
+                username: row.username,
+                password_hash: row.password_hash,
+                disabled: row.disabled != 0,
+                roles: Vec::new(),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                password_changed_at: row.password_changed_at,
+            });
+        }
+        if let (Some(role), Some(user)) = (row.role_name, users.last_mut()) {
+            user.roles.push(role);
+        }
+    }
+    for user in &mut users {
+        user.roles.sort();
+    }
+    users
+}
+
+async fn role_exists(conn: &mut AnyConnection, role: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 FROM roles WHERE name = $1")
+        .bind(role)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some())
+}
+
+/// Ends every live refresh family of a user (disable, password change).
+pub(super) async fn revoke_user_families(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    now: i64,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+impl Store {
+    pub async fn create_user(&self, user: &NewUser, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for role in &user.roles {
+            if !role_exists(&mut tx, role).await? {
+                return Err(StoreError::NotFound("role"));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO users (id, username, username_normalized, password_hash, disabled, \
+             created_at, updated_at, password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.username_normalized)
+        .bind(&user.password_hash)
+        .bind(i64::from(user.disabled))
+        .bind(user.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "user"))?;
+        for role in &user.roles {
+            sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+                .bind(&user.id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, "role assignment"))?;
+        }
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
+            " ORDER BY u.username_normalized, u.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(fold_users(rows))
+    }
+
+    /// Looks a user up by normalized username.
+    pub async fn find_user(
+        &self,
+        username_normalized: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
+            " WHERE u.username_normalized = $1"
+        ))
+        .bind(username_normalized)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(fold_users(rows).into_iter().next())
+    }
+
+    pub async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(" WHERE u.id = $1"))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(fold_users(rows).into_iter().next())
+    }
+
+    /// Sets a new password and ends the user's refresh families, atomically.
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = $1, password_changed_at = $2, updated_at = $2 WHERE id = $3",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        revoke_user_families(&mut tx, user_id, now, "password_changed").await?;
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a hash made with outdated parameters, only if it is still the one verified.
+    pub async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+            .bind(new_hash)
+            .bind(user_id)
+            .bind(old_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Enables or disables; disabling ends the user's refresh families in the same transaction.
+    pub async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        now: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+            .bind(i64::from(disabled))
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        if disabled {
+            revoke_user_families(&mut tx, user_id, now, "user_disabled").await?;
+        }
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a user; their roles and refresh families go with them (ON DELETE CASCADE).
+    pub async fn delete_user(&self, user_id: &str, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn grant_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        if !role_exists(&mut tx, role).await? {
+            return Err(StoreError::NotFound("role"));
+        }
+        sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(role)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, "role assignment"))?;
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoke_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_name = $2")
+            .bind(user_id)
+            .bind(role)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound("role assignment"));
+        }
+        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
