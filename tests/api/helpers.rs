@@ -1,0 +1,269 @@
+//! `spawn_app`: the real server on a random port over a fresh database, with a clock the test
+//! can move, and typed helpers for each endpoint.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Once};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{DecodingKey, Validation};
+use serde_json::Value;
+use tessera::admin::{Admin, ClientSpec};
+use tessera::clock::ShiftedClock;
+use tessera::config::Settings;
+use tessera::crypto::keys::Kek;
+use tessera::startup::Application;
+
+pub use crate::common::{Backend, TestDb};
+
+pub const ISSUER: &str = "http://tessera.test";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+static TRACING: Once = Once::new();
+
+/// Quiet unless TEST_LOG is set.
+fn init_logs() {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            tessera::telemetry::init("debug", tessera::config::LogFormat::Pretty);
+        }
+    });
+}
+
+/// Settings for a test: its own database, port 0, cheap argon2 (real parameters are measured in
+/// the benchmark, not here), a fresh key-encryption key.
+pub fn test_settings(db: &TestDb) -> Settings {
+    let env: Vec<(String, String)> = vec![
+        ("TESSERA__SERVER__BIND".into(), "127.0.0.1:0".into()),
+        ("TESSERA__SERVER__ISSUER".into(), ISSUER.into()),
+        ("TESSERA__SERVER__WORKERS".into(), "2".into()),
+        ("TESSERA__DATABASE__URL".into(), db.url.clone()),
+        ("TESSERA__DATABASE__MAX_CONNECTIONS".into(), "8".into()),
+        (
+            "TESSERA__PASSWORDS__ARGON2_MEMORY_KIB".into(),
+            "1024".into(),
+        ),
+        ("TESSERA__PASSWORDS__ARGON2_ITERATIONS".into(), "1".into()),
+        (
+            "TESSERA__KEYS__ENCRYPTION_KEY".into(),
+            Kek::generate_base64(),
+        ),
+    ];
+    Settings::load_from(None, &env).expect("test settings")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub db: TestDb,
+    pub clock: Arc<ShiftedClock>,
+    pub http: reqwest::Client,
+    pub admin: Admin,
+    pub settings: Settings,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let mut settings = test_settings(&db);
+    tweak(&mut settings);
+    spawn_on(db, settings).await
+}
+
+/// Starts a server on an existing database (a second instance, a restart).
+pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
+    init_logs();
+    let clock = ShiftedClock::new();
+    let app = Application::build(settings.clone(), clock.clone())
+        .await
+        .expect("app builds");
+    let port = app.port();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let store = tessera::startup::open_store(&settings)
+        .await
+        .expect("store");
+    let admin =
+        Admin::new(store, clock.clone(), settings.clone(), "cli:test".into()).expect("admin");
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db,
+        clock,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        admin,
+        settings,
+        handle,
+    }
+}
+
+/// A confidential client as registered: id and the secret shown once.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub secret: String,
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    let enc = |s: &str| url_encode(s);
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+fn url_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).expect("encode")[1..].to_owned()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A role, a user `alice` holding it, and a client `gateway` with every user grant.
+    pub async fn seed(&self) -> Client {
+        self.admin
+            .add_role("admin", "Administrators")
+            .await
+            .expect("role");
+        self.admin
+            .add_user("alice", PASSWORD, &["admin".into()], false)
+            .await
+            .expect("user");
+        self.add_client(
+            "gateway",
+            &["password", "refresh_token"],
+            &["read", "write"],
+        )
+        .await
+    }
+
+    pub async fn add_client(&self, id: &str, grants: &[&str], scopes: &[&str]) -> Client {
+        let spec = ClientSpec {
+            client_id: id.into(),
+            name: id.into(),
+            grant_types: grants.iter().map(|s| s.to_string()).collect(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..ClientSpec::default()
+        };
+        let (_, secret) = self.admin.add_client(spec).await.expect("client");
+        Client {
+            id: id.into(),
+            secret: secret.expect("confidential"),
+        }
+    }
+
+    /// POSTs a form to the token endpoint with optional Basic credentials.
+    pub async fn token(&self, client: Option<&Client>, form: &[(&str, &str)]) -> reqwest::Response {
+        self.post_form("/oauth/token", client, form).await
+    }
+
+    pub async fn post_form(
+        &self,
+        path: &str,
+        client: Option<&Client>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path)).form(form);
+        if let Some(c) = client {
+            req = req.header("Authorization", basic(&c.id, &c.secret));
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn password_grant(
+        &self,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.token(
+            Some(client),
+            &[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, client: &Client, refresh_token: &str) -> reqwest::Response {
+        self.token(
+            Some(client),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    /// Logs alice in and returns the token response.
+    pub async fn login(&self, client: &Client) -> Value {
+        let response = self.password_grant(client, "alice", PASSWORD).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    pub async fn jwks(&self) -> Value {
+        self.http
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Verifies an access token the way an independent resource server would: fetch the JWKS,
+    /// pick the key by `kid`, take the algorithm from the key (never the token), check `typ`,
+    /// issuer, audience and expiry (RFC 9068 §4).
+    pub async fn verify(&self, token: &str, audience: &str) -> Value {
+        let jwks = self.jwks().await;
+        verify_with_jwks(token, &jwks, audience).expect("token verifies against the JWKS")
+    }
+}
+
+pub fn verify_with_jwks(token: &str, jwks: &Value, audience: &str) -> Result<Value, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    if header.typ.as_deref() != Some("at+jwt") {
+        return Err(format!("typ is {:?}", header.typ));
+    }
+    let kid = header.kid.ok_or("no kid")?;
+    let keys = jwks["keys"].as_array().ok_or("no keys")?;
+    let jwk_value = keys
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or("unknown kid")?;
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(jwk_value.clone()).map_err(|e| e.to_string())?;
+    let alg: jsonwebtoken::Algorithm = jwk_value["alg"]
+        .as_str()
+        .ok_or("no alg")?
+        .parse()
+        .map_err(|_| "bad alg")?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[audience]);
+    validation.leeway = 0;
+    let data =
+        jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| e.to_string())?;
+    Ok(data.claims)
+}
+
+/// The claims of a JWT without verifying it (to inspect what was issued).
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("payload");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
+}

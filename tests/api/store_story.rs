@@ -1,0 +1,240 @@
+//! The store conformance story, written once and run on both backends: what the server and
+//! the CLI rely on the database to guarantee.
+
+use tessera::store::{
+    AuditEvent, AuditFilter, NewClient, NewFamily, NewUser, PoolOptions, Rotation, RotationRequest,
+    Store, StoreError,
+};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestDb};
+
+async fn open(db: &TestDb) -> Store {
+    let store = Store::connect(
+        &db.url,
+        &PoolOptions {
+            max_connections: 8,
+            min_connections: 0,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .await
+    .expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn event(action: &'static str) -> AuditEvent {
+    AuditEvent::new(1_000, "cli:test", action, "t")
+}
+
+fn user(id: &str, name: &str) -> NewUser {
+    NewUser {
+        id: id.into(),
+        username: name.into(),
+        username_normalized: name.to_lowercase(),
+        password_hash: "$argon2id$fake".into(),
+        disabled: false,
+        roles: vec![],
+        now: 1_000,
+    }
+}
+
+fn rotation(presented: &[u8], new: &[u8], client: &str, now: i64) -> RotationRequest {
+    RotationRequest {
+        presented_hash: presented.to_vec(),
+        client_id: client.into(),
+        now,
+        grace_cutoff: i64::MAX,
+        new_hash: new.to_vec(),
+        new_idle_expires_at: now + 100,
+        requested_scope: None,
+        success_event: event("token.refresh"),
+        reuse_event: event("refresh.reuse_detected"),
+    }
+}
+
+async fn users_roles_and_uniqueness(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open(&db).await;
+    // Migrations are idempotent.
+    store.migrate().await.expect("migrate twice");
+
+    store
+        .create_role("admin", "Admins", 1_000, &event("role.add"))
+        .await
+        .expect("role");
+    let mut alice = user("u1", "Alice");
+    alice.roles = vec!["admin".into()];
+    store
+        .create_user(&alice, &event("user.add"))
+        .await
+        .expect("user");
+    let found = store
+        .find_user("alice")
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.username, "Alice");
+    assert_eq!(found.roles, vec!["admin".to_string()]);
+
+    let dup = store
+        .create_user(&user("u2", "ALICE"), &event("user.add"))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict("user"))), "{dup:?}");
+
+    let mut ghost = user("u3", "bob");
+    ghost.roles = vec!["nope".into()];
+    assert!(matches!(
+        store.create_user(&ghost, &event("user.add")).await,
+        Err(StoreError::NotFound("role"))
+    ));
+    assert!(
+        store.find_user("bob").await.expect("find").is_none(),
+        "failed create leaves nothing"
+    );
+
+    // SQL metacharacters are data.
+    let evil = user("u4", "x'); DROP TABLE users;--");
+    store
+        .create_user(&evil, &event("user.add"))
+        .await
+        .expect("evil user");
+    assert!(
+        store
+            .find_user("x'); drop table users;--")
+            .await
+            .expect("find")
+            .is_some()
+    );
+
+    assert!(matches!(
+        store
+            .delete_role("admin", false, &event("role.delete"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .delete_role("admin", true, &event("role.delete"))
+            .await
+            .expect("force"),
+        1
+    );
+    assert!(
+        store
+            .find_user("alice")
+            .await
+            .expect("find")
+            .expect("exists")
+            .roles
+            .is_empty()
+    );
+
+    let rows = store
+        .audit_query(&AuditFilter {
+            action: Some("user.add".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(rows.len(), 2, "only the successful user.add rows were kept");
+}
+
+async fn refresh_rotation_is_compare_and_set(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open(&db).await;
+    store
+        .create_user(&user("u1", "alice"), &event("user.add"))
+        .await
+        .expect("user");
+    store
+        .create_client(
+            &NewClient {
+                client_id: "c".into(),
+                name: String::new(),
+                secret_hash: Some(vec![1; 32]),
+                grant_types: vec!["password".into(), "refresh_token".into()],
+                scopes: vec!["read".into()],
+                audiences: vec![],
+                access_ttl: None,
+                introspect: false,
+                now: 1_000,
+            },
+            &event("client.add"),
+        )
+        .await
+        .expect("client");
+    store
+        .create_family(
+            &NewFamily {
+                id: "f1".into(),
+                user_id: "u1".into(),
+                client_id: "c".into(),
+                scope: "read".into(),
+                created_at: 1_000,
+                expires_at: 10_000,
+                token_hash: b"t1".to_vec(),
+                idle_expires_at: 2_000,
+            },
+            &[event("token.issued")],
+        )
+        .await
+        .expect("family");
+
+    match store
+        .rotate_refresh_token(rotation(b"t1", b"t2", "c", 1_100))
+        .await
+        .expect("rotate")
+    {
+        Rotation::Rotated { family, user } => {
+            assert_eq!(family.id, "f1");
+            assert_eq!(user.username, "alice");
+        }
+        other => panic!("expected rotation, got {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .rotate_refresh_token(rotation(b"t2", b"t3", "other", 1_200))
+            .await
+            .expect("rotate"),
+        Rotation::WrongClient { .. }
+    ));
+    // Reusing t1 revokes the family, so t2 dies too.
+    assert!(matches!(
+        store
+            .rotate_refresh_token(rotation(b"t1", b"t4", "c", 1_300))
+            .await
+            .expect("rotate"),
+        Rotation::Reused { .. }
+    ));
+    assert!(matches!(
+        store
+            .rotate_refresh_token(rotation(b"t2", b"t5", "c", 1_400))
+            .await
+            .expect("rotate"),
+        Rotation::Revoked { .. }
+    ));
+    assert!(matches!(
+        store
+            .rotate_refresh_token(rotation(b"zz", b"t6", "c", 1_400))
+            .await
+            .expect("rotate"),
+        Rotation::NotFound
+    ));
+    let reuse = store
+        .audit_query(&AuditFilter {
+            action: Some("refresh.reuse_detected".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(reuse.len(), 1);
+}
+
+both_backends!(
+    users_roles_and_uniqueness,
+    refresh_rotation_is_compare_and_set
+);
