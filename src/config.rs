@@ -282,10 +282,6 @@ impl Settings {
         Ok(())
     }
 
-    pub fn audit_retention(&self) -> Duration {
-        self.audit.retention
-    }
-
     /// The issuer without a trailing slash, for building URLs.
     pub fn issuer_base(&self) -> &str {
         self.server.issuer.trim_end_matches('/')

@@ -16,6 +16,7 @@ use crate::crypto::keys::Kek;
 use crate::crypto::password::Hasher;
 use crate::http::{self, AppState};
 use crate::oauth::keyring::KeyPolicy;
+use crate::oauth::maintenance::{CleanupPolicy, collect_garbage};
 use crate::oauth::{KeyRing, OAuth, Policy};
 use crate::store::{Backend, PoolOptions, Store};
 
@@ -23,7 +24,7 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Store,
-    maintenance: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the configured database (without migrating).
@@ -162,6 +163,12 @@ impl Application {
             algorithm,
             settings.keys.reload_interval,
         ));
+        let cleanup = tokio::spawn(cleanup_loop(
+            store.clone(),
+            clock.clone(),
+            CleanupPolicy::from_settings(&settings),
+            settings.maintenance.gc_interval,
+        ));
 
         let state = web::Data::new(AppState {
             oauth,
@@ -195,7 +202,7 @@ impl Application {
             port,
             server,
             store,
-            maintenance,
+            background: vec![maintenance, cleanup],
         })
     }
 
@@ -210,7 +217,9 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or a handle's stop), then closes the pool.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        self.maintenance.abort();
+        for task in &self.background {
+            task.abort();
+        }
         self.store.close().await;
         result.context("HTTP server failed")
     }
@@ -241,6 +250,22 @@ async fn maintenance_loop(
                 }
             }
             Err(error) => tracing::warn!(%error, "could not refresh metadata"),
+        }
+    }
+}
+
+/// Deletes what has expired, on every instance; batches keep it safe to run concurrently.
+async fn cleanup_loop(store: Store, clock: Arc<dyn Clock>, policy: CleanupPolicy, every: Duration) {
+    if every.is_zero() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match collect_garbage(&store, clock.now(), &policy).await {
+            Ok(report) => tracing::debug!(?report, "clean-up done"),
+            Err(error) => tracing::warn!(%error, "clean-up failed; will retry"),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::password::{HashError, Hasher};
+use crate::oauth::maintenance::{CleanupPolicy, CleanupReport, collect_garbage};
 use crate::store::{AuditEvent, Store, StoreError};
 
 pub use clients::{ClientSpec, ClientUpdate};
@@ -60,40 +61,8 @@ impl Admin {
     }
 
     /// Deletes what has expired, batch by batch, until nothing is left.
-    pub async fn gc(&self) -> Result<crate::store::GcReport, AdminError> {
-        let now = self.clock.now();
-        let retention =
-            i64::try_from(self.settings.audit_retention().as_secs()).unwrap_or(i64::MAX);
-        let mut total = crate::store::GcReport::default();
-        loop {
-            let batch = self
-                .store
-                .gc_batch(
-                    now,
-                    now.saturating_sub(retention),
-                    self.settings.maintenance.gc_batch_size,
-                )
-                .await?;
-            let done = batch == crate::store::GcReport::default();
-            total.refresh_families += batch.refresh_families;
-            total.refresh_tokens += batch.refresh_tokens;
-            total.denylist += batch.denylist;
-            total.audit_rows += batch.audit_rows;
-            if done {
-                break;
-            }
-        }
-        let backoff =
-            i64::try_from(self.settings.security.max_backoff.as_secs()).unwrap_or(i64::MAX);
-        while self
-            .store
-            .gc_login_throttle(
-                now.saturating_sub(backoff.max(3600)),
-                self.settings.maintenance.gc_batch_size,
-            )
-            .await?
-            > 0
-        {}
-        Ok(total)
+    pub async fn gc(&self) -> Result<CleanupReport, AdminError> {
+        let policy = CleanupPolicy::from_settings(&self.settings);
+        Ok(collect_garbage(&self.store, self.clock.now(), &policy).await?)
     }
 }

@@ -111,8 +111,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let admin = admin(settings).await?;
             let report = admin.gc().await?;
             println!(
-                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows",
-                report.refresh_families, report.refresh_tokens, report.denylist, report.audit_rows
+                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows, {} throttle counters, {} signing keys",
+                report.rows.refresh_families,
+                report.rows.refresh_tokens,
+                report.rows.denylist,
+                report.rows.audit_rows,
+                report.throttle_counters,
+                report.signing_keys
             );
             Ok(())
         }

@@ -386,20 +386,6 @@ impl KeyRing {
         self.store.retire_key(kid, now, &event).await?;
         self.reload().await
     }
-
-    /// Deletes keys no longer published.
-    pub async fn collect_expired(&self) -> Result<u64, KeyError> {
-        let keys = self.store.list_keys().await?;
-        let now = self.clock.now();
-        let max_ttl = self.max_ttl().await?;
-        let mut removed = 0;
-        for info in describe(&keys, now, max_ttl) {
-            if info.state == KeyState::Expired {
-                removed += self.store.delete_key(&info.kid).await?;
-            }
-        }
-        Ok(removed)
-    }
 }
 
 #[cfg(test)]

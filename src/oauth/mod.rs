@@ -8,6 +8,7 @@ mod error;
 mod introspection;
 mod issue;
 pub mod keyring;
+pub mod maintenance;
 mod password_grant;
 mod refresh_grant;
 mod revocation;

@@ -1,0 +1,81 @@
+//! Clean-up of what has expired: refresh families and tokens, denylist entries, old audit rows,
+//! idle throttle counters and keys no longer published. Every step works in bounded batches, so
+//! several instances may run it at once.
+
+use serde::Serialize;
+
+use super::keyring::{KeyState, describe};
+use crate::store::{GcReport, Store, StoreError};
+
+/// What one clean-up deleted.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CleanupReport {
+    #[serde(flatten)]
+    pub rows: GcReport,
+    pub throttle_counters: u64,
+    pub signing_keys: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CleanupPolicy {
+    pub audit_retention: i64,
+    /// Throttle counters idle this long are forgotten.
+    pub throttle_idle: i64,
+    pub access_ttl: i64,
+    pub batch: i64,
+}
+
+pub async fn collect_garbage(
+    store: &Store,
+    now: i64,
+    policy: &CleanupPolicy,
+) -> Result<CleanupReport, StoreError> {
+    let mut report = CleanupReport::default();
+    loop {
+        let batch = store
+            .gc_batch(
+                now,
+                now.saturating_sub(policy.audit_retention),
+                policy.batch,
+            )
+            .await?;
+        let done = batch == GcReport::default();
+        report.rows.refresh_families += batch.refresh_families;
+        report.rows.refresh_tokens += batch.refresh_tokens;
+        report.rows.denylist += batch.denylist;
+        report.rows.audit_rows += batch.audit_rows;
+        if done {
+            break;
+        }
+    }
+    loop {
+        let n = store
+            .gc_login_throttle(now.saturating_sub(policy.throttle_idle), policy.batch)
+            .await?;
+        report.throttle_counters += n;
+        if n == 0 {
+            break;
+        }
+    }
+    let max_ttl = policy
+        .access_ttl
+        .max(store.max_client_access_ttl().await?.unwrap_or(0));
+    for key in describe(&store.list_keys().await?, now, max_ttl) {
+        if key.state == KeyState::Expired {
+            report.signing_keys += store.delete_key(&key.kid).await?;
+        }
+    }
+    Ok(report)
+}
+
+impl CleanupPolicy {
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            audit_retention: secs(s.audit.retention),
+            throttle_idle: secs(s.security.max_backoff).max(3600),
+            access_ttl: secs(s.tokens.access_ttl),
+            batch: s.maintenance.gc_batch_size,
+        }
+    }
+}
