@@ -174,6 +174,7 @@ impl Application {
             oauth,
             metadata,
             max_body_bytes: settings.server.max_body_bytes,
+            metrics: crate::telemetry::metrics::install(),
         });
         let listener = TcpListener::bind(settings.server.bind)
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;
@@ -184,6 +185,7 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::observe::observe))
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(settings.server.max_body_bytes))
                 .configure(http::routes)

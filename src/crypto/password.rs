@@ -102,12 +102,19 @@ impl Hasher {
         &self,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let permit = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
-            .await
+        let waiting = metrics::gauge!("tessera_password_hash_waiting");
+        waiting.increment(1.0);
+        let permit =
+            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        waiting.decrement(1.0);
+        let permit = permit
             .map_err(|_| HashError::Busy)?
             .map_err(|_| HashError::Busy)?;
         let result = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = job();
+            metrics::histogram!("tessera_password_hash_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             drop(permit);
             result
         })

@@ -4,7 +4,9 @@ mod client_auth;
 pub mod error;
 pub mod form;
 mod health;
+mod metrics_endpoint;
 mod oauth_endpoints;
+pub mod observe;
 mod well_known;
 
 use std::sync::{Arc, RwLock};
@@ -19,10 +21,12 @@ pub struct AppState {
     /// RFC 8414 metadata, serialized again only when the scopes in use change.
     pub metadata: Arc<RwLock<Arc<[u8]>>>,
     pub max_body_bytes: usize,
+    /// Renders the Prometheus exposition; `None` when metrics are off or served elsewhere.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Every route Tessera serves.
-pub const ROUTES: [(&str, &str); 7] = [
+pub const ROUTES: [(&str, &str); 8] = [
     ("POST", "/oauth/token"),
     ("POST", "/oauth/revoke"),
     ("POST", "/oauth/introspect"),
@@ -30,6 +34,7 @@ pub const ROUTES: [(&str, &str); 7] = [
     ("GET", "/.well-known/oauth-authorization-server"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
 ];
 
 /// The one route table.
@@ -45,7 +50,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(well_known::metadata)),
         )
         .service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)));
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics_endpoint::metrics)));
 }
 
 pub use well_known::metadata_document;

@@ -31,6 +31,11 @@ impl OAuth {
         client.access_ttl.unwrap_or(self.policy.access_ttl)
     }
 
+    /// Counts an issued token for the metrics.
+    pub(super) fn count_issued(grant: &'static str, client: &ClientRecord) {
+        metrics::counter!("tessera_tokens_issued_total", "grant" => grant, "client" => client.client_id.clone()).increment(1);
+    }
+
     /// Signs an access token with the active key; returns it with its lifetime.
     pub fn sign_access_token(
         &self,

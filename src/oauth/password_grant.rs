@@ -24,6 +24,7 @@ impl OAuth {
         let now = self.clock.now();
         let actor = Self::actor(&client.client_id);
         let failure = |reason: &'static str| {
+            metrics::counter!("tessera_login_failures_total", "reason" => reason).increment(1);
             AuditEvent::new(now, actor.clone(), "login.failure", username)
                 .outcome("failure")
                 .user(username)
@@ -114,6 +115,7 @@ impl OAuth {
             self.record(&[login]).await;
             None
         };
+        Self::count_issued("password", client);
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",

@@ -55,7 +55,10 @@ impl OAuth {
 
         let (family, user) = match outcome {
             Rotation::Rotated { family, user } => (family, user),
-            Rotation::Reused { .. } => return Err(OAuthError::invalid_grant(INVALID)),
+            Rotation::Reused { .. } => {
+                metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
+                return Err(OAuthError::invalid_grant(INVALID));
+            }
             Rotation::ScopeNotGranted => {
                 return Err(OAuthError::InvalidScope(
                     "scope exceeds what was originally granted".into(),
@@ -98,6 +101,7 @@ impl OAuth {
             .collect();
         let (access_token, expires_in) =
             self.sign_access_token(client, Subject::User(&user), &granted)?;
+        Self::count_issued("refresh_token", client);
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",

@@ -80,6 +80,7 @@ impl OAuth {
             .and_then(|v| v.as_str())
             .map(str::to_owned);
         self.store.deny_access_token(jti, exp, &event).await?;
+        metrics::counter!("tessera_revocations_total", "kind" => "access_token").increment(1);
         Ok(())
     }
 }

@@ -28,3 +28,5 @@ pub fn init(level: &str, format: LogFormat) {
         builder.try_init()
     };
 }
+
+pub mod metrics;
