@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
@@ -12,6 +12,8 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
+/// The default of `database.url`, as written in `config/default.toml`.
+const DEFAULT_DATABASE_URL: &str = "sqlite://tessera.db";
 
 /// Everything Tessera can be told; see `config/default.toml` for each key's meaning.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +62,18 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Serve HTTPS with these PEM files; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -67,6 +81,8 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://...`; may hold a password, so never logged.
     pub url: Secret,
+    /// A file holding the URL (Docker and Kubernetes secrets); excludes `url`.
+    pub url_file: Option<PathBuf>,
     /// Largest number of pooled connections.
     pub max_connections: u32,
     /// Connections kept open while idle.
@@ -82,6 +98,7 @@ impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(self.url.expose()))
+            .field("url_file", &self.url_file)
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
@@ -138,6 +155,8 @@ pub struct KeySettings {
     pub algorithm: crate::crypto::keys::KeyAlgorithm,
     /// Key-encryption key, 32 bytes base64; empty means "not configured".
     pub encryption_key: Secret,
+    /// A file holding the key-encryption key; excludes `encryption_key`.
+    pub encryption_key_file: Option<PathBuf>,
     /// Automatic rotation period.
     #[serde(with = "humantime_serde")]
     pub rotation_interval: Duration,
@@ -157,6 +176,7 @@ impl fmt::Debug for KeySettings {
         f.debug_struct("KeySettings")
             .field("algorithm", &self.algorithm)
             .field("encryption_key", &self.encryption_key)
+            .field("encryption_key_file", &self.encryption_key_file)
             .field("rotation_interval", &self.rotation_interval)
             .field("publish_ahead", &self.publish_ahead)
             .field("jwks_max_age", &self.jwks_max_age)
@@ -237,9 +257,38 @@ impl Settings {
                 builder = builder.set_override("database.url", url.clone())?;
             }
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Replaces `*_file` settings with the contents of the files they name.
+    fn read_secret_files(&mut self) -> Result<(), SettingsError> {
+        let read = |path: &Path, key: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| {
+                    SettingsError::Invalid(format!("{key}: cannot read {}: {e}", path.display()))
+                })
+        };
+        if let Some(path) = &self.database.url_file {
+            if self.database.url.expose() != DEFAULT_DATABASE_URL {
+                return Err(SettingsError::Invalid(
+                    "database.url and database.url_file are both set; give the URL one way".into(),
+                ));
+            }
+            self.database.url = Secret::new(read(path, "database.url_file")?);
+        }
+        if let Some(path) = &self.keys.encryption_key_file {
+            if !self.keys.encryption_key.is_empty() {
+                return Err(SettingsError::Invalid(
+                    "keys.encryption_key and keys.encryption_key_file are both set; give the key one way".into(),
+                ));
+            }
+            self.keys.encryption_key = Secret::new(read(path, "keys.encryption_key_file")?);
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -251,6 +300,9 @@ impl Settings {
         }
         if self.server.max_body_bytes < 256 {
             return invalid("server.max_body_bytes must be at least 256");
+        }
+        if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
+            return invalid("server.tls.cert and server.tls.key go together");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
@@ -271,8 +323,23 @@ impl Settings {
         if self.maintenance.gc_batch_size < 1 {
             return invalid("maintenance.gc_batch_size must be at least 1");
         }
-        if self.tokens.roles_claim.is_empty() {
-            return invalid("tokens.roles_claim must not be empty");
+        const REGISTERED: [&str; 11] = [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "nbf",
+            "iat",
+            "jti",
+            "client_id",
+            "scope",
+            "preferred_username",
+            "",
+        ];
+        if REGISTERED.contains(&self.tokens.roles_claim.as_str()) {
+            return invalid(
+                "tokens.roles_claim must be a claim name of its own (not empty, iss, sub, aud, ...)",
+            );
         }
         if self.keys.rotation_interval <= self.keys.publish_ahead {
             return invalid("keys.rotation_interval must be longer than keys.publish_ahead");
@@ -354,6 +421,55 @@ mod tests {
         let err = Settings::load_from(None, &env(&[("TESSERA__SERVER__BIND", "not an address")]))
             .expect_err("bad value");
         assert!(err.to_string().contains("bind"), "{err}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files_but_not_twice() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url_file = dir.path().join("url");
+        let key_file = dir.path().join("kek");
+        std::fs::write(&url_file, "postgres://u:p@h/db\n").expect("write");
+        std::fs::write(&key_file, "a2V5a2V5a2V5\n").expect("write");
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                (
+                    "TESSERA__DATABASE__URL_FILE",
+                    url_file.to_str().expect("utf8"),
+                ),
+                (
+                    "TESSERA__KEYS__ENCRYPTION_KEY_FILE",
+                    key_file.to_str().expect("utf8"),
+                ),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.database.url.expose(), "postgres://u:p@h/db");
+        assert_eq!(s.keys.encryption_key.expose(), "a2V5a2V5a2V5");
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                (
+                    "TESSERA__DATABASE__URL_FILE",
+                    url_file.to_str().expect("utf8"),
+                ),
+                ("DATABASE_URL", "postgres://x/y"),
+            ]),
+        )
+        .expect_err("both");
+        assert!(err.to_string().contains("url_file"), "{err}");
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                (
+                    "TESSERA__KEYS__ENCRYPTION_KEY_FILE",
+                    key_file.to_str().expect("utf8"),
+                ),
+                ("TESSERA__KEYS__ENCRYPTION_KEY", "abc"),
+            ]),
+        )
+        .expect_err("both");
+        assert!(err.to_string().contains("encryption_key_file"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn load_kek(
         return Ok(Some(Kek::from_base64(&Kek::generate_base64())?));
     };
     if path.exists() {
+        check_private(&path)?;
         let encoded = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         return Ok(Some(
@@ -99,6 +100,26 @@ pub fn load_kek(
         "keys.encryption_key is not set: generated a key-encryption key file beside the database; keep it with the database and set keys.encryption_key in production"
     );
     Ok(Some(Kek::from_base64(&encoded)?))
+}
+
+/// Refuses a key file that others could have written or can read.
+#[cfg(unix)]
+fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "key file {} is accessible to other users (mode {:o}); run `chmod 600` on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]

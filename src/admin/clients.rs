@@ -54,6 +54,7 @@ fn validate_lists(
     scopes: &[String],
     audiences: &[String],
     public: bool,
+    introspect: bool,
     ttl: Option<i64>,
 ) -> Result<(), AdminError> {
     if grants.is_empty() {
@@ -67,6 +68,11 @@ fn validate_lists(
     if public && grants.iter().any(|g| g == "client_credentials") {
         return Err(AdminError::Invalid(
             "a public client cannot use client_credentials".into(),
+        ));
+    }
+    if public && introspect {
+        return Err(AdminError::Invalid(
+            "a public client cannot be allowed to introspect".into(),
         ));
     }
     if let Some(bad) = scopes.iter().find(|s| !scope::is_valid_token(s)) {
@@ -114,7 +120,14 @@ impl Admin {
             dedup(spec.scopes),
             dedup(spec.audiences),
         );
-        validate_lists(&grants, &scopes, &audiences, spec.public, spec.access_ttl)?;
+        validate_lists(
+            &grants,
+            &scopes,
+            &audiences,
+            spec.public,
+            spec.introspect,
+            spec.access_ttl,
+        )?;
         if spec.name.chars().count() > 200 || spec.name.chars().any(char::is_control) {
             return Err(AdminError::Invalid(
                 "name must be at most 200 characters, without control characters".into(),
@@ -177,6 +190,7 @@ impl Admin {
             &client.scopes,
             &client.audiences,
             client.is_public(),
+            client.introspect,
             client.access_ttl,
         )?;
         let event = self.event("client.update", client_id).client(client_id).details(json!({

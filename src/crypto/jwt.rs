@@ -165,7 +165,7 @@ impl VerificationKeys {
         validation.validate_aud = false;
         // Expiry is checked below against the injected clock.
         validation.validate_exp = false;
-        validation.required_spec_claims.clear();
+        validation.set_required_spec_claims(&["exp", "iss"]);
         validation.set_issuer(&[issuer]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map_err(|e| VerifyError::Invalid(e.to_string()))?;

@@ -79,11 +79,37 @@ impl Hasher {
         stored: Option<&str>,
         password: &str,
     ) -> Result<Verified, HashError> {
+        let slot = self.acquire().await?;
+        self.verify_in(slot, stored, password).await
+    }
+
+    /// Waits (at most `queue_timeout`) for a hashing slot, so a caller can do work that must
+    /// happen under the slot (counting a login attempt) before the hash itself.
+    pub async fn acquire(&self) -> Result<HashSlot, HashError> {
+        let waiting = metrics::gauge!("tessera_password_hash_waiting");
+        waiting.increment(1.0);
+        let permit =
+            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        waiting.decrement(1.0);
+        Ok(HashSlot {
+            _permit: permit
+                .map_err(|_| HashError::Busy)?
+                .map_err(|_| HashError::Busy)?,
+        })
+    }
+
+    /// [`Hasher::verify`] with a slot already held.
+    pub async fn verify_in(
+        &self,
+        slot: HashSlot,
+        stored: Option<&str>,
+        password: &str,
+    ) -> Result<Verified, HashError> {
         let known = stored.is_some();
         let hash = stored.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
         let password = password.to_owned();
         let params = self.params.clone();
-        self.run(move || {
+        Self::run_in(slot, move || {
             let ok = verify_with(&hash, &password);
             Ok(Verified {
                 ok: ok && known,
@@ -102,26 +128,31 @@ impl Hasher {
         &self,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let waiting = metrics::gauge!("tessera_password_hash_waiting");
-        waiting.increment(1.0);
-        let permit =
-            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
-        waiting.decrement(1.0);
-        let permit = permit
-            .map_err(|_| HashError::Busy)?
-            .map_err(|_| HashError::Busy)?;
+        let slot = self.acquire().await?;
+        Self::run_in(slot, job).await
+    }
+
+    async fn run_in<T: Send + 'static>(
+        slot: HashSlot,
+        job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
         let result = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let result = job();
             metrics::histogram!("tessera_password_hash_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
-            drop(permit);
+            drop(slot);
             result
         })
         .await
         .map_err(|e| CryptoError::Hash(e.to_string()))?;
         result
     }
+}
+
+/// A held hashing slot; dropping it frees the slot.
+pub struct HashSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn argon2(params: &Params) -> Argon2<'static> {

@@ -48,8 +48,18 @@ impl OAuth {
         params: &Params,
         auth: &super::ClientAuth,
     ) -> Result<Introspection, OAuthError> {
-        let client = super::authenticate(&self.store, auth).await?;
-        if !client.introspect {
+        let client = self.authenticate_client(auth).await?;
+        // RFC 7662 §4: the caller must really authenticate, so a public client never may.
+        if !client.introspect || client.is_public() {
+            self.record(&[crate::store::AuditEvent::new(
+                self.clock.now(),
+                Self::actor(&client.client_id),
+                "introspect.denied",
+                &client.client_id,
+            )
+            .outcome("denied")
+            .client(&client.client_id)])
+                .await;
             return Err(OAuthError::NotPermitted(
                 "this client may not introspect tokens".into(),
             ));
@@ -76,7 +86,13 @@ impl OAuth {
         let Some(jti) = text("jti") else {
             return Ok(Introspection::inactive());
         };
-        if self.store.is_access_token_denied(&jti).await? {
+        // User tokens carry preferred_username; their subject must still exist and be enabled.
+        let user_id = claims.get("preferred_username").and(text("sub"));
+        if !self
+            .store
+            .access_token_usable(&jti, user_id.as_deref())
+            .await?
+        {
             return Ok(Introspection::inactive());
         }
         Ok(Introspection {

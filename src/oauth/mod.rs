@@ -65,8 +65,17 @@ impl Policy {
 }
 
 /// Form parameters of one request, each name at most once (the HTTP layer enforces that).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Params(Vec<(String, String)>);
+
+/// Names only: values include passwords, secrets and tokens.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
 
 impl Params {
     pub fn new(pairs: Vec<(String, String)>) -> Self {
@@ -114,7 +123,7 @@ impl OAuth {
                 "grant_type must be password, refresh_token or client_credentials".into(),
             ));
         }
-        let client = authenticate(&self.store, auth).await?;
+        let client = self.authenticate_client(auth).await?;
         if !client.allows_grant(grant_type) {
             return Err(OAuthError::UnauthorizedClient(
                 format!("this client may not use the {grant_type} grant").into(),
@@ -124,6 +133,37 @@ impl OAuth {
             "password" => self.password_grant(&client, params).await,
             "refresh_token" => self.refresh_grant(&client, params).await,
             _ => self.client_credentials_grant(&client, params).await,
+        }
+    }
+
+    /// Authenticates the client; a failure is audited (with the id it claimed, cleaned).
+    pub async fn authenticate_client(
+        &self,
+        auth: &ClientAuth,
+    ) -> Result<crate::store::ClientRecord, OAuthError> {
+        match authenticate(&self.store, auth).await {
+            Err(OAuthError::InvalidClient(reason)) => {
+                let claimed: String = auth
+                    .client_id()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(128)
+                    .collect();
+                metrics::counter!("tessera_client_auth_failures_total").increment(1);
+                self.record(&[AuditEvent::new(
+                    self.clock.now(),
+                    format!("client:{claimed}"),
+                    "client_auth.failure",
+                    &claimed,
+                )
+                .outcome("failure")
+                .client(&claimed)
+                .details(serde_json::json!({ "method": auth.method() }))])
+                    .await;
+                Err(OAuthError::InvalidClient(reason))
+            }
+            other => other,
         }
     }
 

@@ -23,11 +23,17 @@ impl OAuth {
         let granted = scope::grant(params.get("scope"), &client.scopes)?;
         let now = self.clock.now();
         let actor = Self::actor(&client.client_id);
+        // What an attacker typed goes into the audit log only cleaned and bounded.
+        let logged_name: String = username
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(usernames::MAX_USERNAME_CHARS)
+            .collect();
         let failure = |reason: &'static str| {
             metrics::counter!("tessera_login_failures_total", "reason" => reason).increment(1);
-            AuditEvent::new(now, actor.clone(), "login.failure", username)
+            AuditEvent::new(now, actor.clone(), "login.failure", logged_name.clone())
                 .outcome("failure")
-                .user(username)
+                .user(logged_name.clone())
                 .client(&client.client_id)
                 .details(json!({ "reason": reason, "grant": "password" }))
         };
@@ -41,16 +47,28 @@ impl OAuth {
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         }
         let normalized = usernames::normalize(username);
-        let throttle = self.store.login_throttle(&normalized).await?;
-        if throttle.is_some_and(|t| t.locked_until > now) {
+        let user = self.store.find_user(&normalized).await?;
+        // The attempt is counted under the hashing slot, before the hash: concurrent guesses
+        // are counted one by one, and writes happen at most at the hashing rate.
+        let slot = self.hasher.acquire().await?;
+        let allowed = self
+            .store
+            .begin_login_attempt(
+                &normalized,
+                now,
+                self.policy.max_failures,
+                self.policy.max_backoff,
+            )
+            .await?;
+        if !allowed {
+            drop(slot);
             self.record(&[failure("throttled").outcome("denied")]).await;
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         }
-
-        let user = self.store.find_user(&normalized).await?;
+        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self
             .hasher
-            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
+            .verify_in(slot, stored_hash.as_deref(), password)
             .await?;
         let user = match user {
             Some(user) if verified.ok && !user.disabled => user,
@@ -60,24 +78,11 @@ impl OAuth {
                     Some(u) if u.disabled && verified.ok => "disabled",
                     Some(_) => "wrong_password",
                 };
-                self.store
-                    .record_login_failure(
-                        &normalized,
-                        now,
-                        self.policy.max_failures,
-                        self.policy.max_backoff,
-                    )
-                    .await?;
                 self.record(&[failure(reason)]).await;
                 return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
             }
         };
-        if throttle.is_some() {
-            self.store.reset_login_failures(&normalized).await?;
-        }
-        if verified.needs_rehash {
-            self.upgrade_hash_in_background(&user.id, &user.password_hash, password);
-        }
+        self.store.reset_login_failures(&normalized).await?;
 
         let (access_token, expires_in) =
             self.sign_access_token(client, Subject::User(&user), &granted)?;
@@ -93,7 +98,8 @@ impl OAuth {
                 .user(&user.username)
                 .client(&client.client_id)
                 .details(json!({ "grant": "password", "refresh_family": family_id }));
-            self.store
+            let created = self
+                .store
                 .create_family(
                     &NewFamily {
                         id: family_id.clone(),
@@ -106,15 +112,22 @@ impl OAuth {
                         idle_expires_at: now
                             .saturating_add(self.policy.refresh_idle_ttl)
                             .min(family_expires_at),
+                        verified_password_hash: user.password_hash.clone(),
                     },
                     &[login, issued],
                 )
                 .await?;
+            if !created {
+                return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+            }
             Some(token)
         } else {
             self.record(&[login]).await;
             None
         };
+        if verified.needs_rehash {
+            self.upgrade_hash_in_background(&user.id, &user.password_hash, password);
+        }
         Self::count_issued("password", client);
         Ok(TokenResponse {
             access_token,

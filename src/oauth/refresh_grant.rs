@@ -60,6 +60,11 @@ impl OAuth {
                 return Err(OAuthError::invalid_grant(INVALID));
             }
             Rotation::ScopeNotGranted => {
+                self.record(&[AuditEvent::new(now, actor, "refresh.scope_denied", "")
+                    .outcome("denied")
+                    .client(&client.client_id)
+                    .details(json!({ "requested": requested.map(|r| r.join(" ")) }))])
+                    .await;
                 return Err(OAuthError::InvalidScope(
                     "scope exceeds what was originally granted".into(),
                 ));

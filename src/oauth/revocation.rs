@@ -14,7 +14,7 @@ impl OAuth {
         params: &Params,
         auth: &super::ClientAuth,
     ) -> Result<(), OAuthError> {
-        let client = super::authenticate(&self.store, auth).await?;
+        let client = self.authenticate_client(auth).await?;
         let token = params.require("token")?;
         // The hint is not trusted (RFC 7009 §2.1): the token's own shape tells its kind, since
         // refresh tokens carry a prefix that no JWT can start with.

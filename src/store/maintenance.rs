@@ -86,11 +86,21 @@ impl Store {
         Ok(())
     }
 
-    pub async fn is_access_token_denied(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM access_denylist WHERE jti = $1")
-            .bind(jti)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+    /// One round trip: the token is not denylisted and, for a user token, its user still
+    /// exists and is enabled.
+    pub async fn access_token_usable(
+        &self,
+        jti: &str,
+        user_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (denied, user_ok): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM access_denylist WHERE jti = $1), \
+                    (SELECT COUNT(*) FROM users WHERE id = $2 AND disabled = 0)",
+        )
+        .bind(jti)
+        .bind(user_id.unwrap_or(""))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(denied == 0 && (user_id.is_none() || user_ok > 0))
     }
 }

@@ -30,6 +30,10 @@ pub struct NewFamily {
     pub expires_at: i64,
     pub token_hash: Vec<u8>,
     pub idle_expires_at: i64,
+    /// The hash the password was just verified against: the family is created only if the
+    /// user still has it and is enabled, so a login racing a password change or a disable
+    /// cannot outlive it.
+    pub verified_password_hash: String,
 }
 
 pub struct RotationRequest {
@@ -174,15 +178,18 @@ pub(super) async fn revoke_family_in(
 
 impl Store {
     /// Starts a family with its first token, recording `events` in the same transaction.
+    /// Returns `false`, changing nothing, when the user changed password or was disabled or
+    /// deleted since the password was verified.
     pub async fn create_family(
         &self,
         family: &NewFamily,
         events: &[AuditEvent],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        let created = sqlx::query(
             "INSERT INTO refresh_families (id, user_id, client_id, scope, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
+             (SELECT 1 FROM users WHERE id = $2 AND disabled = 0 AND password_hash = $7)",
         )
         .bind(&family.id)
         .bind(&family.user_id)
@@ -190,8 +197,13 @@ impl Store {
         .bind(&family.scope)
         .bind(family.created_at)
         .bind(family.expires_at)
+        .bind(&family.verified_password_hash)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if created == 0 {
+            return Ok(false);
+        }
         insert_token(
             &mut tx,
             &family.token_hash,
@@ -202,7 +214,7 @@ impl Store {
         .await?;
         audit::insert(&mut tx, events).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Rotates a refresh token: marks the presented one used and issues its successor, in one

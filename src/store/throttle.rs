@@ -1,4 +1,6 @@
-//! Failed-login counters per normalized username, shared by every instance.
+//! Login attempts per normalized username, shared by every instance. An attempt is counted
+//! before its password is checked, one at a time per account, so a burst of concurrent guesses
+//! cannot slip past the limit: the attempt that reaches it locks the account for the rest.
 
 use sqlx::FromRow;
 
@@ -8,6 +10,15 @@ use super::{Store, StoreError};
 pub struct ThrottleState {
     pub failures: i64,
     pub locked_until: i64,
+}
+
+/// The refusal after `failures` unproven attempts: 2 s at the limit, doubling per extra
+/// attempt, capped at `max_backoff` seconds.
+pub fn backoff(failures: i64, max_failures: u32, max_backoff: i64) -> i64 {
+    let extra = u32::try_from(failures - i64::from(max_failures))
+        .unwrap_or(0)
+        .min(30);
+    (2i64 << extra).min(max_backoff)
 }
 
 impl Store {
@@ -23,38 +34,45 @@ impl Store {
         .await?)
     }
 
-    /// Counts one more failure; from `max_failures` on, locks for a backoff that doubles per
-    /// extra failure, capped at `max_backoff` seconds.
-    pub async fn record_login_failure(
+    /// Counts one attempt. Returns `false`, counting nothing, while the account is locked.
+    /// The attempt that brings the count to `max_failures` or beyond locks the account at
+    /// once, before its own password is checked; a success clears it all
+    /// ([`Store::reset_login_failures`]).
+    pub async fn begin_login_attempt(
         &self,
         username_normalized: &str,
         now: i64,
         max_failures: u32,
         max_backoff: i64,
-    ) -> Result<(), StoreError> {
-        let failures: i64 = sqlx::query_scalar(
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let state = sqlx::query_as::<_, ThrottleState>(
             "INSERT INTO login_throttle (username_normalized, failures, locked_until, updated_at) \
-             VALUES ($1, 1, 0, $2) ON CONFLICT (username_normalized) DO UPDATE \
-             SET failures = login_throttle.failures + 1, updated_at = $2 RETURNING failures",
+             VALUES ($1, 1, 0, $2) ON CONFLICT (username_normalized) DO UPDATE SET \
+             failures = CASE WHEN login_throttle.locked_until > $2 THEN login_throttle.failures \
+                             ELSE login_throttle.failures + 1 END, \
+             updated_at = $2 \
+             RETURNING failures, locked_until",
         )
         .bind(username_normalized)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        if failures >= i64::from(max_failures) {
-            let extra = u32::try_from(failures - i64::from(max_failures))
-                .unwrap_or(u32::MAX)
-                .min(30);
-            let backoff = (1i64 << extra).saturating_mul(2).min(max_backoff);
+        if state.locked_until > now {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        if state.failures >= i64::from(max_failures) {
             sqlx::query(
                 "UPDATE login_throttle SET locked_until = $1 WHERE username_normalized = $2",
             )
-            .bind(now.saturating_add(backoff))
+            .bind(now.saturating_add(backoff(state.failures, max_failures, max_backoff)))
             .bind(username_normalized)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         }
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn reset_login_failures(&self, username_normalized: &str) -> Result<(), StoreError> {
@@ -76,5 +94,19 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(5, 5, 900), 2);
+        assert_eq!(backoff(6, 5, 900), 4);
+        assert_eq!(backoff(7, 5, 900), 8);
+        assert_eq!(backoff(20, 5, 900), 900);
+        assert_eq!(backoff(500, 5, 900), 900);
     }
 }

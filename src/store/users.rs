@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, FromRow};
 use super::audit::{self, AuditEvent};
 use super::{Store, StoreError, conflict_or};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct UserRecord {
     pub id: String,
     pub username: String,
@@ -17,6 +17,17 @@ pub struct UserRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub password_changed_at: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("disabled", &self.disabled)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct NewUser {
