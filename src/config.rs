@@ -214,10 +214,17 @@ pub enum LogFormat {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    // The cause is part of the message, not a `#[source]`, so a printed chain says it once.
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("configuration: {0}")]
     Invalid(String),
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(err: config::ConfigError) -> Self {
+        Self::Load(err)
+    }
 }
 
 impl Settings {

@@ -204,6 +204,11 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let tls = match (&settings.server.tls.cert, &settings.server.tls.key) {
+            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::observe::observe))
@@ -212,13 +217,17 @@ impl Application {
                 .configure(http::routes)
         })
         .workers(workers)
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         tracing::info!(
             address = %settings.server.bind.ip(),
             port,
             database = store.backend().name(),
+            scheme,
             "tessera listening"
         );
         Ok(Self {
@@ -246,6 +255,30 @@ impl Application {
         self.store.close().await;
         result.context("HTTP server failed")
     }
+}
+
+/// A rustls server configuration from PEM files.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls.cert: reading {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("server.tls.cert: no certificate in {}", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("server.tls.key: reading {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("server.tls: certificate and key do not match")
 }
 
 /// Rotates and reloads keys and refreshes the metadata on every instance, periodically.

@@ -45,7 +45,7 @@ pub async fn run(args: AuditArgs, admin: &Admin) -> anyhow::Result<()> {
         .map(|s| parse_since(s, admin.clock.now()))
         .transpose()?;
     let filter = AuditFilter {
-        username: args.user,
+        username: args.user.map(|u| crate::oauth::usernames::normalize(&u)),
         client_id: args.client,
         action: args.action,
         since,

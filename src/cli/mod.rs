@@ -87,8 +87,12 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// The error and its causes on one line, whitespace runs (multi-line parser excerpts) folded.
 fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    format!("{err:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {

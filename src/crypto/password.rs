@@ -136,7 +136,7 @@ impl Hasher {
         slot: HashSlot,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let result = job();
             metrics::histogram!("tessera_password_hash_duration_seconds")
@@ -145,8 +145,7 @@ impl Hasher {
             result
         })
         .await
-        .map_err(|e| CryptoError::Hash(e.to_string()))?;
-        result
+        .map_err(|e| CryptoError::Hash(e.to_string()))?
     }
 }
 

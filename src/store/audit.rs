@@ -100,7 +100,9 @@ pub(super) async fn insert(
         .bind(e.action)
         .bind(&e.target)
         .bind(e.outcome)
-        .bind(e.username.as_deref())
+        // Stored lower-case (as usernames are normalized) so that `tessera audit --user` finds
+        // every event of an account whatever case was typed.
+        .bind(e.username.as_deref().map(str::to_lowercase))
         .bind(e.client_id.as_deref())
         .bind(e.details.to_string())
         .execute(&mut *conn)

@@ -56,7 +56,7 @@ pub struct RotationRequest {
 pub enum Rotation {
     Rotated {
         family: FamilyRecord,
-        user: UserRecord,
+        user: Box<UserRecord>,
     },
     /// The requested scope exceeds the family's; nothing was changed.
     ScopeNotGranted,
@@ -290,7 +290,10 @@ impl Store {
         event.target = family.id.clone();
         audit::insert(&mut tx, std::slice::from_ref(&event)).await?;
         tx.commit().await?;
-        Ok(Rotation::Rotated { family, user })
+        Ok(Rotation::Rotated {
+            family,
+            user: Box::new(user),
+        })
     }
 
     async fn diagnose_failed_rotation(
@@ -316,7 +319,10 @@ impl Store {
             if rotated_at >= req.grace_cutoff {
                 return Ok(Rotation::ReusedWithinGrace { username });
             }
-            revoke_family_in(tx, &found.family_id, req.now, "reuse_detected").await?;
+            // Concurrent reuses all land here; only the one that revoked the family records it.
+            if !revoke_family_in(tx, &found.family_id, req.now, "reuse_detected").await? {
+                return Ok(Rotation::Revoked { username });
+            }
             let mut reuse = req.reuse_event.clone();
             reuse.username = Some(username.clone());
             reuse.target = found.family_id.clone();

@@ -5,5 +5,9 @@ mod common;
 mod helpers;
 
 mod health;
+mod hostile;
+mod lifecycle;
+mod refresh;
 mod store_story;
 mod token;
+mod token_errors;

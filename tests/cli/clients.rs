@@ -1,0 +1,266 @@
+//! `tessera client ...`
+
+use serde_json::Value;
+
+use crate::common::Backend;
+use crate::{Tessera, assert_timestamp, str_field, strings};
+
+const CLIENT_FIELDS: [&str; 10] = [
+    "client_id",
+    "name",
+    "public",
+    "grant_types",
+    "scopes",
+    "audiences",
+    "introspect",
+    "access_token_ttl",
+    "created_at",
+    "updated_at",
+];
+
+#[track_caller]
+fn assert_client_fields(client: &Value) {
+    let obj = client.as_object().expect("an object");
+    for field in CLIENT_FIELDS {
+        assert!(obj.contains_key(field), "{field} missing from {client}");
+    }
+    assert_timestamp(client, "created_at");
+    assert_timestamp(client, "updated_at");
+}
+
+#[track_caller]
+fn secret_of(client: &Value) -> String {
+    let secret = str_field(client, "client_secret").to_owned();
+    assert!(secret.starts_with("tsc_"), "{secret}");
+    assert!(secret.len() > 40, "256 random bits: {secret}");
+    secret
+}
+
+async fn add_confidential_client_json(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let added = t.json([
+        "client",
+        "add",
+        "gateway",
+        "--name",
+        "API gateway",
+        "--grant",
+        "password",
+        "--grant",
+        "refresh_token",
+        "--grant",
+        "password",
+        "--scope",
+        "read",
+        "--scope",
+        "write",
+        "--audience",
+        "https://api.example.com",
+        "--introspect",
+        "--access-ttl",
+        "5m",
+        "--json",
+    ]);
+    assert_client_fields(&added);
+    assert_eq!(str_field(&added, "client_id"), "gateway");
+    assert_eq!(str_field(&added, "name"), "API gateway");
+    assert_eq!(added["public"], false);
+    assert_eq!(
+        strings(&added["grant_types"]),
+        ["password", "refresh_token"]
+    );
+    assert_eq!(strings(&added["scopes"]), ["read", "write"]);
+    assert_eq!(strings(&added["audiences"]), ["https://api.example.com"]);
+    assert_eq!(added["introspect"], true);
+    assert_eq!(added["access_token_ttl"], 300);
+    let secret = secret_of(&added);
+
+    // show and list never carry the secret.
+    let shown = t.json(["client", "show", "gateway", "--json"]);
+    assert_client_fields(&shown);
+    assert!(shown.get("client_secret").is_none(), "{shown}");
+    assert!(!shown.to_string().contains(&secret));
+    let mut without_secret = added.clone();
+    without_secret
+        .as_object_mut()
+        .expect("object")
+        .remove("client_secret");
+    assert_eq!(shown, without_secret);
+
+    let listed = t.clients();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].get("client_secret").is_none(), "{listed:?}");
+    assert_eq!(listed[0], shown);
+
+    let table = t.ok(["client", "list"]);
+    assert!(
+        table.contains("gateway") && table.contains("confidential"),
+        "{table}"
+    );
+    assert!(!table.contains(&secret));
+    let text = t.ok(["client", "show", "gateway"]);
+    assert!(text.contains("access ttl:   300s"), "{text}");
+    assert!(!text.contains(&secret));
+    assert!(!t.audit().iter().any(|r| r.to_string().contains(&secret)));
+}
+
+async fn add_text_output_shows_secret_once(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let out = t.ok(["client", "add", "svc", "--grant", "client_credentials"]);
+    assert!(out.contains("client_secret: tsc_"), "{out}");
+    assert!(out.contains("not shown again"), "{out}");
+    let shown = t.json(["client", "show", "svc", "--json"]);
+    assert_eq!(shown["access_token_ttl"], Value::Null);
+    assert_eq!(shown["introspect"], false);
+    assert_eq!(shown["name"], "");
+    assert!(!t.ok(["client", "show", "svc"]).contains("tsc_"));
+}
+
+async fn public_client_has_no_secret(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let added = t.json([
+        "client",
+        "add",
+        "spa",
+        "--public",
+        "--grant",
+        "password",
+        "--grant",
+        "refresh_token",
+        "--json",
+    ]);
+    assert_client_fields(&added);
+    assert_eq!(added["public"], true);
+    assert!(added.get("client_secret").is_none(), "{added}");
+    let text = t.ok(["client", "show", "spa"]);
+    assert!(text.contains("public"), "{text}");
+
+    let before = t.snapshot();
+    let err = t.fail(["client", "rotate-secret", "spa"], 1);
+    assert_eq!(err, "error: client spa is public and has no secret\n");
+    // A public client may not use client_credentials.
+    let err = t.fail(
+        [
+            "client",
+            "add",
+            "spa2",
+            "--public",
+            "--grant",
+            "client_credentials",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("public client cannot use client_credentials"),
+        "{err}"
+    );
+    assert_eq!(t.snapshot(), before);
+}
+
+async fn rotate_secret_gives_a_new_secret(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let added = t.json([
+        "client",
+        "add",
+        "svc",
+        "--grant",
+        "client_credentials",
+        "--json",
+    ]);
+    let first = secret_of(&added);
+    let rotated = t.json(["client", "rotate-secret", "svc", "--json"]);
+    assert_client_fields(&rotated);
+    let second = secret_of(&rotated);
+    assert_ne!(first, second);
+    let again = secret_of(&t.json(["client", "rotate-secret", "svc", "--json"]));
+    assert_ne!(again, second);
+    assert_ne!(again, first);
+    assert!(
+        t.json(["client", "show", "svc", "--json"])
+            .get("client_secret")
+            .is_none()
+    );
+    let text = t.ok(["client", "rotate-secret", "svc"]);
+    assert!(text.contains("client_secret: tsc_"), "{text}");
+
+    let err = t.fail(["client", "rotate-secret", "nope"], 1);
+    assert_eq!(err, "error: client nope does not exist\n");
+}
+
+async fn update_changes_only_what_is_given(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    t.ok([
+        "client", "add", "app", "--name", "App", "--grant", "password", "--scope", "read",
+    ]);
+    let updated = t.json([
+        "client",
+        "update",
+        "app",
+        "--scope",
+        "read",
+        "--scope",
+        "admin",
+        "--introspect",
+        "true",
+        "--access-ttl",
+        "1h",
+        "--json",
+    ]);
+    assert_client_fields(&updated);
+    assert!(updated.get("client_secret").is_none(), "{updated}");
+    assert_eq!(strings(&updated["scopes"]), ["read", "admin"]);
+    assert_eq!(strings(&updated["grant_types"]), ["password"]);
+    assert_eq!(updated["name"], "App");
+    assert_eq!(updated["introspect"], true);
+    assert_eq!(updated["access_token_ttl"], 3600);
+    assert_eq!(t.json(["client", "show", "app", "--json"]), updated);
+
+    let updated = t.json(["client", "update", "app", "--name", "Renamed", "--json"]);
+    assert_eq!(updated["name"], "Renamed");
+    assert_eq!(strings(&updated["scopes"]), ["read", "admin"]);
+    assert_eq!(updated["introspect"], true);
+
+    let before = t.snapshot();
+    let err = t.fail(["client", "update", "app", "--grant", "implicit"], 1);
+    assert!(err.contains("unknown grant implicit"), "{err}");
+    let err = t.fail(["client", "update", "app", "--access-ttl", "2d"], 1);
+    assert!(err.contains("between 1s and 1d"), "{err}");
+    let err = t.fail(["client", "update", "ghost", "--name", "x"], 1);
+    assert_eq!(err, "error: client ghost does not exist\n");
+    assert_eq!(t.snapshot(), before);
+}
+
+async fn delete_client(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    t.ok(["client", "add", "a", "--grant", "password"]);
+    t.ok(["client", "add", "b", "--grant", "password"]);
+    let out = t.ok(["client", "delete", "a"]);
+    assert!(out.contains("client a deleted"), "{out}");
+    let ids: Vec<Value> = t.clients().iter().map(|c| c["client_id"].clone()).collect();
+    assert_eq!(ids, ["b"]);
+    let err = t.fail(["client", "show", "a"], 1);
+    assert_eq!(err, "error: client a does not exist\n");
+    let err = t.fail(["client", "delete", "a"], 1);
+    assert_eq!(err, "error: client a does not exist\n");
+}
+
+async fn duplicate_client_is_refused(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let first = t.json(["client", "add", "dup", "--grant", "password", "--json"]);
+    let before = t.snapshot();
+    let err = t.fail(["client", "add", "dup", "--grant", "refresh_token"], 1);
+    assert_eq!(err, "error: client dup already exists\n");
+    assert_eq!(t.snapshot(), before);
+    let shown = t.json(["client", "show", "dup", "--json"]);
+    assert_eq!(shown["grant_types"], first["grant_types"]);
+}
+
+crate::both_backends!(
+    add_confidential_client_json,
+    add_text_output_shows_secret_once,
+    public_client_has_no_secret,
+    rotate_secret_gives_a_new_secret,
+    update_changes_only_what_is_given,
+    delete_client,
+    duplicate_client_is_refused,
+);

@@ -1,0 +1,582 @@
+//! `tessera serve` run as a process: what only a real process shows (its logs, signals, TLS,
+//! memory under a flood).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const PASSWORD: &str = "Unmistakable-Pa55phrase-7Q";
+
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    scheme: &'static str,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Server {
+    /// Starts the binary with `extra` settings on `db`, logging JSON at debug level to a file.
+    fn start(db: &TestDb, extra: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut env: Vec<(String, String)> = vec![
+            ("TESSERA__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
+            (
+                "TESSERA__SERVER__ISSUER".into(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("TESSERA__DATABASE__URL".into(), db.url.clone()),
+            (
+                "TESSERA__KEYS__ENCRYPTION_KEY".into(),
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+            ),
+            ("TESSERA__LOG__FORMAT".into(), "json".into()),
+            ("TESSERA__LOG__LEVEL".into(), "debug".into()),
+            (
+                "TESSERA__PASSWORDS__ARGON2_MEMORY_KIB".into(),
+                "1024".into(),
+            ),
+            ("TESSERA__PASSWORDS__ARGON2_ITERATIONS".into(), "1".into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let scheme = if extra
+            .iter()
+            .any(|(k, _)| *k == "TESSERA__SERVER__TLS__CERT")
+        {
+            "https"
+        } else {
+            "http"
+        };
+        let log = db.path().join(format!("serve-{port}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .current_dir(db.path())
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::from(out.try_clone().expect("clone")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn tessera serve");
+        Server {
+            child,
+            port,
+            log,
+            env,
+            scheme,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(self.url("/healthz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited with {status}: {}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not come up: {}", self.logs());
+    }
+
+    /// Runs the CLI against the same database and settings.
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("DATABASE_URL")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cli");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("cli output");
+        assert!(
+            out.status.success(),
+            "tessera {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Seeds a role, user alice and a confidential client; returns the client secret.
+    fn seed(&self) -> String {
+        self.cli(&["role", "add", "admin"], None);
+        self.cli(
+            &[
+                "user",
+                "add",
+                "alice",
+                "--role",
+                "admin",
+                "--password-stdin",
+            ],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        let out = self.cli(
+            &[
+                "client",
+                "add",
+                "gw",
+                "--grant",
+                "password",
+                "--grant",
+                "refresh_token",
+                "--grant",
+                "client_credentials",
+                "--scope",
+                "read",
+                "--introspect",
+                "--json",
+            ],
+            None,
+        );
+        let client: Value = serde_json::from_str(&out).expect("client json");
+        client["client_secret"].as_str().expect("secret").to_owned()
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn token(
+    http: &reqwest::Client,
+    server: &Server,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    http.post(server.url("/oauth/token"))
+        .basic_auth("gw", Some(secret))
+        .form(form)
+        .send()
+        .await
+        .expect("token")
+}
+
+/// Every grant, introspection and revocation, with debug logging on; afterwards the logs hold
+/// no password, client secret, token, or database password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_hold_secrets() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // Trust authentication ignores the password, so a URL carrying one still connects.
+    let url = db.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:Db-Pa55-Sekrit@",
+        1,
+    );
+    let mut server = Server::start(&db, &[("TESSERA__DATABASE__URL", url.as_str())]);
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+
+    let login: Value = token(
+        &http,
+        &server,
+        &secret,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let access = login["access_token"].as_str().expect("access").to_owned();
+    let refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
+    let refreshed: Value = token(
+        &http,
+        &server,
+        &secret,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let refresh2 = refreshed["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let cc: Value = token(
+        &http,
+        &server,
+        &secret,
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let cc_access = cc["access_token"].as_str().expect("access").to_owned();
+    let wrong = token(
+        &http,
+        &server,
+        &secret,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "Wrong-Guess-Pa55"),
+        ],
+    )
+    .await;
+    assert_eq!(wrong.status(), 400);
+    let bad_client = token(
+        &http,
+        &server,
+        "tsc_not_the_secret_at_all",
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(bad_client.status(), 401);
+    for (path, tok) in [
+        ("/oauth/introspect", &access),
+        ("/oauth/revoke", &refresh2),
+        ("/oauth/revoke", &access),
+    ] {
+        let r = http
+            .post(server.url(path))
+            .basic_auth("gw", Some(&secret))
+            .form(&[("token", tok.as_str())])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+    }
+    // Reuse detection path too.
+    let reuse = token(
+        &http,
+        &server,
+        &secret,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(reuse.status(), 400);
+
+    server.signal("-TERM");
+    server.wait_exit(Duration::from_secs(20));
+    let logs = server.logs();
+    assert!(
+        logs.contains("request completed"),
+        "debug logs were written: {logs}"
+    );
+    for (what, secret_text) in [
+        ("password", PASSWORD),
+        ("wrong password", "Wrong-Guess-Pa55"),
+        ("client secret", secret.as_str()),
+        ("presented client secret", "tsc_not_the_secret_at_all"),
+        ("access token", access.as_str()),
+        ("client_credentials token", cc_access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("rotated refresh token", refresh2.as_str()),
+        ("database password", "Db-Pa55-Sekrit"),
+    ] {
+        assert!(!logs.contains(secret_text), "the logs contain the {what}");
+    }
+    // A token's signature alone must not appear either (a partial leak).
+    let signature = access.rsplit('.').next().expect("signature");
+    assert!(!logs.contains(signature));
+}
+
+/// A W3C traceparent and a B3 header sent in come out as the request span's trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_trace_context_joins_the_trace() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server = Server::start(&db, &[]);
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let w3c = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let b3 = "80f198ee56343ba864fe8b2a57d3eff7";
+    let r = http
+        .get(server.url("/healthz"))
+        .header("traceparent", format!("00-{w3c}-00f067aa0ba902b7-01"))
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.headers()["x-request-id"], "req-abc-123");
+    let r = http
+        .get(server.url("/readyz"))
+        .header("b3", format!("{b3}-e457b5a2e4d86bd1-1"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "a request id is generated"
+    );
+    server.signal("-TERM");
+    server.wait_exit(Duration::from_secs(20));
+    let spans: Vec<Value> = server
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request completed")
+        .collect();
+    // wait_ready polled /healthz too; ours is the one with our request id.
+    let health = spans
+        .iter()
+        .find(|v| v["span"]["request_id"] == "req-abc-123")
+        .expect("healthz span");
+    assert_eq!(health["span"]["route"], "/healthz");
+    assert_eq!(health["span"]["trace_id"], w3c);
+    assert_eq!(health["span"]["request_id"], "req-abc-123");
+    assert_eq!(health["span"]["status"], 200);
+    let ready = spans
+        .iter()
+        .find(|v| v["span"]["route"] == "/readyz")
+        .expect("readyz span");
+    assert_eq!(ready["span"]["trace_id"], b3);
+}
+
+/// SIGTERM while a slow login is hashing: the login completes, then the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server = Server::start(
+        &db,
+        &[
+            ("TESSERA__PASSWORDS__ARGON2_MEMORY_KIB", "65536"),
+            ("TESSERA__PASSWORDS__ARGON2_ITERATIONS", "6"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+    let started = Instant::now();
+    let request = {
+        let (http, url, secret) = (http.clone(), server.url("/oauth/token"), secret.clone());
+        tokio::spawn(async move {
+            http.post(url)
+                .basic_auth("gw", Some(secret))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                ])
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.signal("-TERM");
+    let response = request
+        .await
+        .expect("join")
+        .expect("the in-flight request got an answer");
+    assert_eq!(response.status(), 200, "the login finished");
+    let body: Value = response.json().await.expect("json");
+    assert!(body["access_token"].is_string());
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    eprintln!("slow login took {:?}", started.elapsed());
+    // New connections are refused once it has stopped.
+    assert!(http.get(server.url("/healthz")).send().await.is_err());
+}
+
+/// HTTPS with a self-signed certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_with_a_self_signed_certificate() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("cert");
+    let cert_path = db.path().join("tls.crt");
+    let key_path = db.path().join("tls.key");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let mut server = Server::start(
+        &db,
+        &[
+            (
+                "TESSERA__SERVER__TLS__CERT",
+                cert_path.to_str().expect("utf8"),
+            ),
+            (
+                "TESSERA__SERVER__TLS__KEY",
+                key_path.to_str().expect("utf8"),
+            ),
+        ],
+    );
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("root");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .expect("client");
+    server.wait_ready(&https).await;
+    let jwks: Value = https
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", server.port))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || plain.is_ok_and(|r| r.status() != 200),
+        "plain HTTP is not served"
+    );
+}
+
+/// 200 concurrent logins with the production argon2 parameters on a 2-slot hasher: every answer
+/// is a token, invalid_grant or 503 with Retry-After, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_stays_bounded() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server = Server::start(
+        &db,
+        &[
+            ("TESSERA__PASSWORDS__ARGON2_MEMORY_KIB", "19456"),
+            ("TESSERA__PASSWORDS__ARGON2_ITERATIONS", "2"),
+            ("TESSERA__PASSWORDS__QUEUE_TIMEOUT", "500ms"),
+            ("TESSERA__LOG__LEVEL", "warn"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, url, secret) = (http.clone(), server.url("/oauth/token"), secret.clone());
+        let password = if i % 2 == 0 {
+            PASSWORD.to_owned()
+        } else {
+            format!("wrong-{i}")
+        };
+        let username = if i % 3 == 0 {
+            "alice".to_owned()
+        } else {
+            format!("user{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .basic_auth("gw", Some(secret))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", username.as_str()),
+                    ("password", password.as_str()),
+                ])
+                .send()
+                .await
+                .expect("answer");
+            let status = r.status().as_u16();
+            let retry_after = r.headers().contains_key("retry-after");
+            let body: Value = r.json().await.expect("json body");
+            (status, retry_after, body)
+        }));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (status, retry_after, body) = task.await.expect("join");
+        match status {
+            200 => assert!(body["access_token"].is_string()),
+            400 => assert_eq!(body["error"], "invalid_grant"),
+            503 => {
+                assert_eq!(body["error"], "temporarily_unavailable");
+                assert!(retry_after, "503 carries Retry-After");
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    let peak = server.peak_rss_kib();
+    eprintln!(
+        "login flood: statuses {counts:?}, peak RSS {} MiB",
+        peak / 1024
+    );
+    assert!(
+        counts.get(&503).copied().unwrap_or(0) > 0,
+        "the queue bound was reached"
+    );
+    assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
+}
