@@ -7,6 +7,7 @@ mod helpers;
 mod health;
 mod hostile;
 mod lifecycle;
+mod operations;
 mod refresh;
 mod store_story;
 mod token;

@@ -79,7 +79,78 @@ async fn client_credentials_has_the_client_as_subject(backend: Backend) {
     );
 }
 
+async fn every_signing_algorithm_verifies_from_the_jwks(backend: Backend) {
+    for (algorithm, kty) in [
+        (tessera::crypto::keys::KeyAlgorithm::RS256, "RSA"),
+        (tessera::crypto::keys::KeyAlgorithm::EdDSA, "OKP"),
+    ] {
+        let app = crate::helpers::spawn_app_with(backend, |s| s.keys.algorithm = algorithm).await;
+        let client = app.seed().await;
+        let body = app.login(&client).await;
+        let access = body["access_token"].as_str().expect("access");
+        let header = jsonwebtoken::decode_header(access).expect("header");
+        assert_eq!(format!("{:?}", header.alg), algorithm.as_str());
+        let jwks = app.jwks().await;
+        assert_eq!(jwks["keys"][0]["kty"], kty);
+        assert_eq!(jwks["keys"][0]["alg"], algorithm.as_str());
+        assert!(jwks["keys"][0].get("d").is_none(), "no private material");
+        let verified = app.verify(access, "tessera").await;
+        assert_eq!(verified["preferred_username"], "alice");
+    }
+}
+
+/// A hash made with weaker argon2 parameters is replaced after a successful login.
+async fn outdated_password_hashes_are_upgraded(backend: Backend) {
+    let app =
+        crate::helpers::spawn_app_with(backend, |s| s.passwords.argon2_memory_kib = 2048).await;
+    // Alice's password was set when the parameters were weaker.
+    let mut old_settings = app.settings.clone();
+    old_settings.passwords.argon2_memory_kib = 1024;
+    let old_admin = tessera::admin::Admin::new(
+        app.admin.store.clone(),
+        app.clock.clone(),
+        old_settings,
+        "cli:test".into(),
+    )
+    .expect("admin");
+    old_admin.add_role("admin", "").await.expect("role");
+    old_admin
+        .add_user("alice", PASSWORD, &["admin".into()], false)
+        .await
+        .expect("user");
+    let client = app
+        .add_client("gateway", &["password", "refresh_token"], &["read"])
+        .await;
+    let before = app.admin.user("alice").await.expect("user").password_hash;
+    assert!(before.contains("m=1024"), "{before}");
+    let body = app.login(&client).await;
+    assert!(body["access_token"].is_string());
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = app.admin.user("alice").await.expect("user").password_hash;
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        after.contains("m=2048"),
+        "re-hashed with the configured parameters: {after}"
+    );
+    // The new hash still verifies, and sessions were not revoked by the upgrade.
+    let refresh = body["refresh_token"].as_str().expect("refresh");
+    assert_eq!(app.refresh(&client, refresh).await.status(), 200);
+    assert_eq!(
+        app.password_grant(&client, "alice", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+}
+
 both_backends!(
+    every_signing_algorithm_verifies_from_the_jwks,
+    outdated_password_hashes_are_upgraded,
     password_grant_issues_verifiable_tokens,
     unknown_user_and_wrong_password_look_the_same,
     client_credentials_has_the_client_as_subject,

@@ -580,3 +580,65 @@ async fn login_flood_stays_bounded() {
     );
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
 }
+
+/// With SQLite and no key-encryption key configured, the first start writes one beside the
+/// database (mode 0600) and warns; a key file others can read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_creates_a_private_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server = Server::start(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")]);
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let kek = db.path().join("tessera.db.kek");
+    let mode = std::fs::metadata(&kek)
+        .expect("key file exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        server.logs().contains("keys.encryption_key is not set"),
+        "it warns"
+    );
+    server.signal("-TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+
+    // Restarting reuses the same key: the signing key still decrypts.
+    let mut again = Server::start(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")]);
+    again.wait_ready(&http).await;
+    assert_eq!(
+        http.get(again.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+    again.signal("-TERM");
+    assert!(again.wait_exit(Duration::from_secs(20)).success());
+
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut refused = Server::start(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")]);
+    let status = refused.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(refused.logs().contains("chmod 600"), "{}", refused.logs());
+}
+
+/// With Postgres and no key-encryption key, `serve` refuses to start and says what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_without_an_encryption_key_refuses_to_start() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut server = Server::start(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")]);
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    let logs = server.logs();
+    assert!(
+        logs.contains("keys.encryption_key is required with Postgres"),
+        "{logs}"
+    );
+    assert_eq!(
+        logs.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{logs}"
+    );
+}

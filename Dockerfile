@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile in the Rust image, run from a slim Debian with a non-root user.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY migrations migrations
+COPY config config
+COPY tests tests
+COPY benches benches
+RUN cargo build --release --locked --bin tessera
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --create-home --home-dir /var/lib/tessera tessera
+COPY --from=build /src/target/release/tessera /usr/local/bin/tessera
+USER tessera
+WORKDIR /var/lib/tessera
+# Settings come from TESSERA__SECTION__KEY variables (see config/default.toml).
+ENV TESSERA__SERVER__BIND=0.0.0.0:8080 \
+    TESSERA__LOG__FORMAT=json
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+  CMD ["curl", "-fsS", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["tessera"]
+CMD ["serve"]

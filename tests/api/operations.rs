@@ -1,0 +1,224 @@
+//! Operations over HTTP: Prometheus metrics that parse and move, throttling, request ids.
+
+use std::collections::HashMap;
+
+use crate::both_backends;
+use crate::helpers::{Backend, PASSWORD, spawn_app};
+
+/// Parses the Prometheus text format into `name{labels}` → value, checking every line is
+/// either a comment or `series value`.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut series = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            let kind = comment.split_whitespace().next().unwrap_or("");
+            assert!(
+                kind == "HELP" || kind == "TYPE",
+                "unexpected comment {line:?}"
+            );
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("malformed line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let bare = name.split('{').next().unwrap_or("");
+        assert!(
+            !bare.is_empty()
+                && bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        series.insert(name.to_owned(), value);
+    }
+    series
+}
+
+fn value(series: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series
+        .iter()
+        .filter(|(k, _)| {
+            k.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+async fn metrics_parse_and_move(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // A client id of its own: the recorder is shared by every app in this test process.
+    app.admin.add_role("admin", "").await.expect("role");
+    app.admin
+        .add_user("alice", PASSWORD, &["admin".into()], false)
+        .await
+        .expect("user");
+    let client_id = format!("metrics-{}", uuid::Uuid::new_v4().simple());
+    let client = app
+        .add_client(&client_id, &["password", "refresh_token"], &["read"])
+        .await;
+
+    let scrape = || async {
+        let response = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/plain"),
+            "Prometheus text format"
+        );
+        parse_exposition(&response.text().await.expect("text"))
+    };
+    let before = scrape().await;
+    let login = app.password_grant(&client, "alice", PASSWORD).await;
+    assert_eq!(login.status(), 200);
+    let body: serde_json::Value = login.json().await.expect("json");
+    assert_eq!(
+        app.password_grant(&client, "alice", "wrong password!")
+            .await
+            .status(),
+        400
+    );
+    let refresh = body["refresh_token"].as_str().expect("refresh");
+    assert_eq!(app.refresh(&client, refresh).await.status(), 200);
+    assert_eq!(app.refresh(&client, refresh).await.status(), 400, "reuse");
+    let after = scrape().await;
+
+    let issued = |s: &HashMap<String, f64>, grant: &str| {
+        value(
+            s,
+            "tessera_tokens_issued_total",
+            &[("grant", grant), ("client", &client_id)],
+        )
+    };
+    assert_eq!(
+        issued(&after, "password") - issued(&before, "password"),
+        1.0
+    );
+    assert_eq!(
+        issued(&after, "refresh_token") - issued(&before, "refresh_token"),
+        1.0
+    );
+    let failures = |s: &HashMap<String, f64>| {
+        value(
+            s,
+            "tessera_login_failures_total",
+            &[("reason", "wrong_password")],
+        )
+    };
+    assert!(failures(&after) - failures(&before) >= 1.0);
+    let reuse = |s: &HashMap<String, f64>| value(s, "tessera_refresh_reuse_detected_total", &[]);
+    assert!(reuse(&after) - reuse(&before) >= 1.0);
+    let requests = |s: &HashMap<String, f64>, status: &str| {
+        value(
+            s,
+            "tessera_http_requests_total",
+            &[
+                ("route", "/oauth/token"),
+                ("method", "POST"),
+                ("status", status),
+            ],
+        )
+    };
+    assert!(requests(&after, "200") - requests(&before, "200") >= 2.0);
+    assert!(requests(&after, "400") - requests(&before, "400") >= 2.0);
+    let histogram_count = value(
+        &after,
+        "tessera_http_request_duration_seconds_count",
+        &[("route", "/oauth/token")],
+    );
+    assert!(histogram_count >= 4.0, "latency histogram counts requests");
+    assert!(value(&after, "tessera_password_hash_duration_seconds_count", &[]) >= 2.0);
+    assert_eq!(
+        value(
+            &after,
+            "tessera_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("tessera_db_pool_connections{"))
+    );
+}
+
+async fn throttling_refuses_after_repeated_failures(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.seed().await;
+    let max = app.settings.security.max_failures;
+    for _ in 0..max {
+        assert_eq!(
+            app.password_grant(&client, "alice", "not it at all")
+                .await
+                .status(),
+            400
+        );
+    }
+    // Locked now: even the right password is refused, exactly like a wrong one.
+    let locked = app.password_grant(&client, "alice", PASSWORD).await;
+    assert_eq!(locked.status(), 400);
+    let body: serde_json::Value = locked.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_grant");
+    // Unknown accounts are throttled the same way.
+    for _ in 0..=max {
+        assert_eq!(
+            app.password_grant(&client, "nobody", "not it at all")
+                .await
+                .status(),
+            400
+        );
+    }
+    let throttled = app
+        .admin
+        .store
+        .audit_query(&tessera::store::AuditFilter {
+            action: Some("login.failure".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.details.contains("throttled"))
+        .count();
+    assert!(throttled >= 2, "throttled refusals are audited");
+    // After the backoff the right password works again and resets the counter.
+    app.clock
+        .advance(app.settings.security.max_backoff.as_secs() as i64 + 1);
+    assert_eq!(
+        app.password_grant(&client, "alice", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.password_grant(&client, "alice", "one slip")
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.password_grant(&client, "alice", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+}
+
+both_backends!(
+    metrics_parse_and_move,
+    throttling_refuses_after_repeated_failures
+);
