@@ -28,6 +28,14 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub maintenance: MaintenanceSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP traces endpoint (e.g. http://otel-collector:4318/v1/traces); empty: no export.
+    pub otlp_endpoint: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

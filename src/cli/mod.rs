@@ -129,11 +129,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    crate::telemetry::init(&settings.log.level, settings.log.format);
+    let telemetry = crate::telemetry::init(
+        &settings.log.level,
+        settings.log.format,
+        Some(settings.telemetry.otlp_endpoint.as_str()),
+    )?;
     let app = startup::Application::build(settings, Arc::new(SystemClock)).await?;
-    app.run_until_stopped().await?;
+    let result = app.run_until_stopped().await;
     tracing::info!("tessera stopped");
-    Ok(())
+    telemetry.shutdown();
+    result
 }
 
 /// The admin layer on the configured database, migrated when `migrate_on_start` allows.

@@ -3,9 +3,19 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::oauth::OAuthError;
+
+/// An error response body (RFC 6749 §5.2).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    #[schema(schema_with = super::openapi::error_code_schema)]
+    pub error: &'static str,
+    /// Human-readable detail for the developer; never contains secrets or internal causes.
+    #[schema(value_type = String)]
+    pub error_description: std::borrow::Cow<'static, str>,
+}
 
 /// An [`OAuthError`] on its way out of a handler.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +66,10 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(json!({ "error": err.code(), "error_description": err.description() }))
+        response.json(ErrorBody {
+            error: err.code(),
+            error_description: err.description(),
+        })
     }
 }
 

@@ -1,26 +1,71 @@
 //! Liveness and readiness probes.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
 
 use super::AppState;
 
-/// 200 while the process serves requests.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// A probe's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Probe {
+    pub status: ProbeStatus,
+    /// Why the server is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<&'static str>,
 }
 
-/// 200 when the database answers and a key signs; 503 with the reason otherwise.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStatus {
+    /// `/healthz`: the process serves requests.
+    Ok,
+    /// `/readyz`: the database answers and a key signs.
+    Ready,
+    /// `/readyz`: not ready; `reason` says why.
+    Unavailable,
+}
+
+fn probe(status: ProbeStatus, reason: Option<&'static str>) -> Probe {
+    Probe { status, reason }
+}
+
+/// Liveness: 200 while the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`.", body = Probe)),
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(probe(ProbeStatus::Ok, None))
+}
+
+/// Readiness: 200 when the database answers and a key signs; 503 with the reason otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`.", body = Probe),
+        (status = 503, description = "Not ready: `{\"status\": \"unavailable\", \"reason\": …}`.",
+            body = Probe),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let oauth = &state.oauth;
     if let Err(err) = oauth.store.ping().await {
         tracing::warn!(error = %err, "readiness: database check failed");
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "unavailable", "reason": "database unreachable" }));
+        return HttpResponse::ServiceUnavailable().json(probe(
+            ProbeStatus::Unavailable,
+            Some("database unreachable"),
+        ));
     }
     if oauth.keys.active_signer(oauth.clock.now()).is_none() {
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "unavailable", "reason": "no active signing key" }));
+        return HttpResponse::ServiceUnavailable().json(probe(
+            ProbeStatus::Unavailable,
+            Some("no active signing key"),
+        ));
     }
-    HttpResponse::Ok().json(json!({ "status": "ready" }))
+    HttpResponse::Ok().json(probe(ProbeStatus::Ready, None))
 }

@@ -5,6 +5,20 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 
+/// Prometheus metrics
+///
+/// Requests by route and status, latency histograms, tokens issued by grant, login failures,
+/// refresh-token reuse detections, database pool use.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The Prometheus text exposition format 0.0.4.",
+            body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 404, description = "No metrics recorder could be installed in this process."),
+    )
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let Some(handle) = &state.metrics else {
         return HttpResponse::NotFound().finish();

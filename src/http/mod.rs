@@ -7,6 +7,7 @@ mod health;
 mod metrics_endpoint;
 mod oauth_endpoints;
 pub mod observe;
+pub mod openapi;
 mod well_known;
 
 use std::sync::{Arc, RwLock};
@@ -26,12 +27,13 @@ pub struct AppState {
 }
 
 /// Every route Tessera serves.
-pub const ROUTES: [(&str, &str); 8] = [
+pub const ROUTES: [(&str, &str); 9] = [
     ("POST", "/oauth/token"),
     ("POST", "/oauth/revoke"),
     ("POST", "/oauth/introspect"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -49,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/.well-known/oauth-authorization-server")
                 .route(web::get().to(well_known::metadata)),
         )
+        .service(web::resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
         .service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
         .service(web::resource("/metrics").route(web::get().to(metrics_endpoint::metrics)));

@@ -14,6 +14,33 @@ fn no_store(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
+/// Token endpoint (RFC 6749 §3.2)
+///
+/// Trades a user's password (§4.3), a refresh token (§6) or the client's own credentials (§4.4)
+/// for a signed JWT access token (RFC 9068) and, for users, a rotated refresh token.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    request_body(
+        content = super::openapi::TokenRequest,
+        content_type = "application/x-www-form-urlencoded",
+    ),
+    security((), ("client_secret_basic" = [])),
+    responses(
+        (status = 200, description = "The token response (RFC 6749 §5.1).",
+            body = crate::oauth::TokenResponse, content_type = "application/json",
+            headers(
+                ("Cache-Control" = String, description = "`no-store`"),
+                ("Pragma" = String, description = "`no-cache`"),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(grant_type, client_id))]
 pub async fn token(
     req: HttpRequest,
@@ -29,6 +56,32 @@ pub async fn token(
     Ok(no_store(HttpResponse::Ok().json(response)))
 }
 
+/// Token revocation (RFC 7009)
+///
+/// Revokes a refresh token (with its whole family) or an access token (denylisted until it
+/// expires). Unknown tokens and other clients' tokens get the same empty 200 (§2.2).
+#[utoipa::path(
+    post,
+    path = "/oauth/revoke",
+    tag = "oauth",
+    request_body(
+        content = super::openapi::TokenRequestByToken,
+        content_type = "application/x-www-form-urlencoded",
+    ),
+    security((), ("client_secret_basic" = [])),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke; the body is empty.",
+            headers(
+                ("Cache-Control" = String, description = "`no-store`"),
+                ("Pragma" = String, description = "`no-cache`"),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(client_id))]
 pub async fn revoke(
     req: HttpRequest,
@@ -42,6 +95,34 @@ pub async fn revoke(
     Ok(no_store(HttpResponse::Ok().finish()))
 }
 
+/// Token introspection (RFC 7662)
+///
+/// For confidential clients registered with `--introspect`. Anything not valid right now (unknown,
+/// expired, revoked, rotated, a disabled user's) is `{"active": false}` with no reason given.
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    tag = "oauth",
+    request_body(
+        content = super::openapi::TokenRequestByToken,
+        content_type = "application/x-www-form-urlencoded",
+    ),
+    security((), ("client_secret_basic" = [])),
+    responses(
+        (status = 200, description = "The token's state (RFC 7662 §2.2).",
+            body = crate::oauth::Introspection, content_type = "application/json",
+            headers(
+                ("Cache-Control" = String, description = "`no-store`"),
+                ("Pragma" = String, description = "`no-cache`"),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(client_id))]
 pub async fn introspect(
     req: HttpRequest,

@@ -5,11 +5,38 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
 
 use super::AppState;
 use crate::oauth::GRANT_TYPES;
 
+/// The public signing keys (RFC 7517)
+///
+/// Every key that signs now, will sign soon, or signed a token that has not expired yet. Pick
+/// the key by the token's `kid`, and take the algorithm from the key, never from the token.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "discovery",
+    params(
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+            description = "An `ETag` from an earlier answer, or `*`: 304 when still current."),
+    ),
+    responses(
+        (status = 200, description = "The JSON Web Key Set.",
+            body = super::openapi::JwkSet, content_type = "application/json",
+            headers(
+                ("Cache-Control" = String, description = "`public, max-age=N`, N from \
+                    `keys.jwks_max_age`."),
+                ("ETag" = String, description = "A strong validator of the key set."),
+            )),
+        (status = 304, description = "The key set is unchanged since the given `ETag`.",
+            headers(
+                ("Cache-Control" = String, description = "`public, max-age=N`."),
+                ("ETag" = String, description = "The current validator."),
+            )),
+    )
+)]
 pub async fn jwks(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let keys = &state.oauth.keys;
     let jwks = keys.jwks();
@@ -41,6 +68,17 @@ pub async fn jwks(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         .body(actix_web::web::Bytes::copy_from_slice(&jwks.body))
 }
 
+/// Authorization server metadata (RFC 8414)
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "discovery",
+    responses(
+        (status = 200, description = "The metadata; every URL is built from `server.issuer`.",
+            body = Metadata, content_type = "application/json",
+            headers(("Cache-Control" = String, description = "`public, max-age=3600`"))),
+    )
+)]
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let body = match state.metadata.read() {
         Ok(guard) => guard.clone(),
@@ -58,23 +96,48 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         .body(actix_web::web::Bytes::copy_from_slice(&body))
 }
 
+/// Authorization server metadata (RFC 8414 §2).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Metadata {
+    issuer: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    grant_types_supported: Vec<&'static str>,
+    /// Empty: Tessera has no authorization endpoint.
+    response_types_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: Vec<&'static str>,
+    revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// Every scope some client may request.
+    scopes_supported: Vec<String>,
+    /// Empty: no client authenticates with a signed JWT.
+    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    access_token_signing_alg_values_supported: Vec<String>,
+}
+
 /// RFC 8414 §2 metadata, every URL built from the issuer.
 pub fn metadata_document(issuer: &str, scopes: &[String], algorithm: &str) -> Arc<[u8]> {
-    let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
-    let doc = json!({
-        "issuer": issuer,
-        "token_endpoint": format!("{issuer}/oauth/token"),
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
-        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
-        "grant_types_supported": GRANT_TYPES,
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": scopes,
-        "token_endpoint_auth_signing_alg_values_supported": [],
-        "access_token_signing_alg_values_supported": [algorithm],
-    });
-    Arc::from(doc.to_string().into_bytes())
+    let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
+    let doc = Metadata {
+        issuer: issuer.to_owned(),
+        token_endpoint: format!("{issuer}/oauth/token"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        revocation_endpoint: format!("{issuer}/oauth/revoke"),
+        introspection_endpoint: format!("{issuer}/oauth/introspect"),
+        grant_types_supported: GRANT_TYPES.to_vec(),
+        response_types_supported: Vec::new(),
+        token_endpoint_auth_methods_supported: auth_methods.clone(),
+        revocation_endpoint_auth_methods_supported: auth_methods,
+        introspection_endpoint_auth_methods_supported: vec![
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        scopes_supported: scopes.to_vec(),
+        token_endpoint_auth_signing_alg_values_supported: Vec::new(),
+        access_token_signing_alg_values_supported: vec![algorithm.to_owned()],
+    };
+    let body = serde_json::to_vec(&doc).expect("metadata serializes");
+    Arc::from(body)
 }

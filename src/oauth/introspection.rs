@@ -9,7 +9,7 @@ use crate::crypto::tokens;
 use super::{OAuth, OAuthError, Params};
 
 /// RFC 7662 §2.2 response.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Introspection {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

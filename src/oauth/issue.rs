@@ -9,7 +9,7 @@ use crate::store::{ClientRecord, UserRecord};
 use super::{OAuth, OAuthError};
 
 /// The successful token response.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,

@@ -25,7 +25,7 @@ static TRACING: Once = Once::new();
 fn init_logs() {
     TRACING.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            tessera::telemetry::init("debug", tessera::config::LogFormat::Pretty);
+            let _ = tessera::telemetry::init("debug", tessera::config::LogFormat::Pretty, None);
         }
     });
 }

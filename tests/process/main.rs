@@ -642,3 +642,104 @@ async fn postgres_without_an_encryption_key_refuses_to_start() {
         "{logs}"
     );
 }
+
+/// Reads HTTP/1.1 requests off one connection and keeps their bodies.
+async fn serve_collector_connection(
+    mut stream: tokio::net::TcpStream,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < end + 4 + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buffer[end + 4..end + 4 + length].to_vec();
+        buffer.drain(..end + 4 + length);
+        if let Ok(mut all) = bodies.lock() {
+            all.push(body);
+        }
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// With telemetry.otlp_endpoint set, request spans reach the collector as children of the
+/// caller's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("collector");
+    let collector_port = listener.local_addr().expect("addr").port();
+    let sink = bodies.clone();
+    let collector = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_collector_connection(stream, sink.clone()));
+        }
+    });
+    let db = TestDb::new(Backend::Sqlite).await;
+    let endpoint = format!("http://127.0.0.1:{collector_port}/v1/traces");
+    let mut server = Server::start(
+        &db,
+        &[("TESSERA__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let trace_hex = "0af7651916cd43dd8448eb211c80319c";
+    let response = http
+        .get(server.url("/.well-known/jwks.json"))
+        .header("traceparent", format!("00-{trace_hex}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .expect("jwks");
+    assert_eq!(response.status(), 200);
+    server.signal("-TERM");
+    assert!(
+        server.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        server.logs()
+    );
+    collector.abort();
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let parent: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&"b7ad6b7169203331"[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let all = bodies.lock().expect("bodies").concat();
+    assert!(!all.is_empty(), "the collector received spans");
+    let contains = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        contains(&trace_id),
+        "an exported span carries the caller's trace id"
+    );
+    assert!(contains(&parent), "and the caller's span as its parent");
+    assert!(
+        contains(b"/.well-known/jwks.json"),
+        "the span names its route"
+    );
+}
