@@ -44,6 +44,9 @@ pub struct AuditSettings {
     /// Audit rows older than this are deleted by clean-up.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How long events without a state change may wait to be written in one batch.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,13 +18,15 @@ use crate::http::{self, AppState};
 use crate::oauth::keyring::KeyPolicy;
 use crate::oauth::maintenance::{CleanupPolicy, collect_garbage};
 use crate::oauth::{KeyRing, OAuth, Policy};
-use crate::store::{Backend, PoolOptions, Store};
+use crate::store::{AuditWriter, Backend, PoolOptions, Store};
 
 pub struct Application {
     port: u16,
     server: Server,
     store: Store,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Ends once the server (and with it every audit writer) is gone, after a last flush.
+    audit_task: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the configured database (without migrating).
@@ -162,12 +164,14 @@ impl Application {
             .await
             .context("loading signing keys")?;
         let hasher = Hasher::new(&settings.passwords)?;
+        let (audit, audit_task) = AuditWriter::spawn(store.clone(), settings.audit.flush_interval);
         let oauth = OAuth {
             store: store.clone(),
             hasher,
             keys: keys.clone(),
             clock: clock.clone(),
             policy: Arc::new(Policy::from_settings(&settings)),
+            audit,
         };
         let issuer = settings.issuer_base().to_owned();
         let algorithm = settings.keys.algorithm.as_str();
@@ -235,6 +239,7 @@ impl Application {
             server,
             store,
             background: vec![maintenance, cleanup],
+            audit_task,
         })
     }
 
@@ -251,6 +256,12 @@ impl Application {
         let result = self.server.await;
         for task in &self.background {
             task.abort();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.audit_task)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit rows still unwritten at shutdown");
         }
         self.store.close().await;
         result.context("HTTP server failed")

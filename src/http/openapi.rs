@@ -104,7 +104,8 @@ struct ApiDoc;
 // ---- request forms ------------------------------------------------------------------------
 
 /// A token request (RFC 6749 §3.2), form-encoded, one of three grants. A parameter sent empty
-/// counts as absent; a parameter sent twice is `invalid_request`.
+/// counts as absent (so required ones are at least one character); a parameter sent twice is
+/// `invalid_request`.
 #[derive(ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -142,11 +143,14 @@ pub(super) struct PasswordGrant {
     #[schema(inline)]
     grant_type: PasswordGrantType,
     /// The user's username (matched case-insensitively).
+    #[schema(min_length = 1)]
     username: String,
     /// The user's password.
+    #[schema(min_length = 1)]
     password: String,
-    /// Space-separated scopes; absent means every scope the client may use.
-    #[schema(nullable = false)]
+    /// Space-separated scopes (RFC 6749 §3.3: each of `%x21 / %x23-5B / %x5D-7E`, at most 128
+    /// characters); absent means every scope the client may use.
+    #[schema(nullable = false, pattern = r"^[\x21\x23-\x5B\x5D-\x7E ]*$")]
     scope: Option<String>,
     /// For `client_secret_post`, or alone for a public client.
     #[schema(nullable = false)]
@@ -163,9 +167,10 @@ pub(super) struct RefreshTokenGrant {
     #[schema(inline)]
     grant_type: RefreshTokenGrantType,
     /// The refresh token (`tsr_…`) from the last token response.
+    #[schema(min_length = 1)]
     refresh_token: String,
     /// Narrows the new access token's scope; the refresh token keeps its original scope.
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = r"^[\x21\x23-\x5B\x5D-\x7E ]*$")]
     scope: Option<String>,
     /// For `client_secret_post`, or alone for a public client.
     #[schema(nullable = false)]
@@ -181,8 +186,9 @@ pub(super) struct RefreshTokenGrant {
 pub(super) struct ClientCredentialsGrant {
     #[schema(inline)]
     grant_type: ClientCredentialsGrantType,
-    /// Space-separated scopes; absent means every scope the client may use.
-    #[schema(nullable = false)]
+    /// Space-separated scopes (RFC 6749 §3.3: each of `%x21 / %x23-5B / %x5D-7E`, at most 128
+    /// characters); absent means every scope the client may use.
+    #[schema(nullable = false, pattern = r"^[\x21\x23-\x5B\x5D-\x7E ]*$")]
     scope: Option<String>,
     /// For `client_secret_post`.
     #[schema(nullable = false)]
@@ -197,6 +203,7 @@ pub(super) struct ClientCredentialsGrant {
 #[allow(dead_code)]
 pub(super) struct TokenRequestByToken {
     /// An access token (JWT) or a refresh token (`tsr_…`).
+    #[schema(min_length = 1)]
     token: String,
     /// `access_token` or `refresh_token`. Accepted and ignored: the token's own form tells
     /// its kind.

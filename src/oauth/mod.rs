@@ -108,6 +108,8 @@ pub struct OAuth {
     pub keys: Arc<KeyRing>,
     pub clock: Arc<dyn Clock>,
     pub policy: Arc<Policy>,
+    /// Batched writer for events that accompany no state change.
+    pub audit: crate::store::AuditWriter,
 }
 
 impl OAuth {
@@ -167,12 +169,11 @@ impl OAuth {
         }
     }
 
-    /// Records events that accompany no state change; a failure to write is logged, not
-    /// returned, so an audit hiccup never turns a correct answer into an error.
+    /// Records events that accompany no state change, through the batched writer: they
+    /// reach the table within `audit.flush_interval`, and never turn a correct answer into an
+    /// error.
     async fn record(&self, events: &[AuditEvent]) {
-        if let Err(err) = self.store.record(events).await {
-            tracing::error!(error = %err, "could not write audit rows");
-        }
+        self.audit.write(events);
     }
 
     fn actor(client_id: &str) -> String {

@@ -86,27 +86,51 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// Rows per INSERT statement: 8 parameters each stays far below both backends' limits.
+pub const MAX_BATCH: usize = 500;
+
+/// Inserts events with one multi-row statement per [`MAX_BATCH`] rows.
 pub(super) async fn insert(
     conn: &mut AnyConnection,
     events: &[AuditEvent],
 ) -> Result<(), sqlx::Error> {
-    for e in events {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, target, outcome, username, client_id, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(e.action)
-        .bind(&e.target)
-        .bind(e.outcome)
-        // Stored lower-case (as usernames are normalized) so that `tessera audit --user` finds
-        // every event of an account whatever case was typed.
-        .bind(e.username.as_deref().map(str::to_lowercase))
-        .bind(e.client_id.as_deref())
-        .bind(e.details.to_string())
-        .execute(&mut *conn)
-        .await?;
+    for chunk in events.chunks(MAX_BATCH) {
+        let mut sql = String::from(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, username, client_id, details) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8
+            ));
+        }
+        // Only numbered placeholders are generated; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            query = query
+                .bind(e.at)
+                .bind(e.actor.clone())
+                .bind(e.action)
+                .bind(e.target.clone())
+                .bind(e.outcome)
+                // Stored lower-case (as usernames are normalized) so that `tessera audit
+                // --user` finds every event of an account whatever case was typed.
+                .bind(e.username.as_deref().map(str::to_lowercase))
+                .bind(e.client_id.clone())
+                .bind(e.details.to_string());
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! every statement is written once and the conformance tests run it on Postgres and SQLite.
 
 mod audit;
+mod audit_writer;
 mod clients;
 mod keys;
 mod maintenance;
@@ -19,6 +20,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
+pub use audit_writer::AuditWriter;
 pub use clients::{ClientRecord, NewClient};
 pub use keys::StoredKey;
 pub use maintenance::GcReport;

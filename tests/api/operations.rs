@@ -181,19 +181,27 @@ async fn throttling_refuses_after_repeated_failures(backend: Backend) {
             400
         );
     }
-    let throttled = app
-        .admin
-        .store
-        .audit_query(&tessera::store::AuditFilter {
-            action: Some("login.failure".into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("audit")
-        .into_iter()
-        .filter(|r| r.details.contains("throttled"))
-        .count();
+    // Failed logins change no state, so their audit rows are written in batches: poll.
+    let mut throttled = 0;
+    for _ in 0..100 {
+        throttled = app
+            .admin
+            .store
+            .audit_query(&tessera::store::AuditFilter {
+                action: Some("login.failure".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|r| r.details.contains("throttled"))
+            .count();
+        if throttled >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(throttled >= 2, "throttled refusals are audited");
     // After the backoff the right password works again and resets the counter.
     app.clock
