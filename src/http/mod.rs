@@ -1,6 +1,6 @@
 //! The HTTP front door: the route table, thin handlers, and the error mapping.
 
-mod client_auth;
+pub mod client_auth;
 pub mod error;
 pub mod form;
 mod health;

@@ -6,7 +6,7 @@
 //! taken from [`status_of`], so the document and the error mapping cannot drift apart), and the
 //! tightening of response schemas whose optional fields are left out rather than sent as `null`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
@@ -573,20 +573,21 @@ pub fn operations_listed(doc: &Value) -> BTreeSet<(String, String)> {
     found
 }
 
-/// Examples for the error body, by status, for the README and tests.
-pub fn error_codes_by_status() -> BTreeMap<u16, Vec<&'static str>> {
-    every_error()
-        .iter()
-        .map(|e| status_of(e).as_u16())
-        .map(|s| (s, codes(Some(s))))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
     use super::*;
+
+    fn error_codes_by_status() -> BTreeMap<u16, Vec<&'static str>> {
+        every_error()
+            .iter()
+            .map(|e| status_of(e).as_u16())
+            .map(|s| (s, codes(Some(s))))
+            .collect()
+    }
 
     fn doc() -> Value {
         serde_json::from_slice(document()).expect("json")

@@ -41,7 +41,10 @@ pub fn init(
     format: LogFormat,
     otlp_endpoint: Option<&str>,
 ) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // actix-http logs malformed requests (a client's doing, answered 400) at ERROR; left on,
+    // any client could write error lines at will and trip log-level alerts.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},actix_http::h1::dispatcher=off")));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

@@ -7,6 +7,8 @@ mod helpers;
 mod health;
 mod hostile;
 mod lifecycle;
+mod oauth2_client;
+mod openapi;
 mod operations;
 mod refresh;
 mod store_story;
