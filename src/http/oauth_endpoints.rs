@@ -7,6 +7,19 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::error::ApiError;
 use super::{AppState, client_auth, form};
 
+/// What every OAuth endpoint starts with: the strict form and the client's credentials, the
+/// client id recorded on the handler's span.
+async fn read_request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(crate::oauth::Params, crate::oauth::ClientAuth), ApiError> {
+    let params = form::read(req, payload, state.max_body_bytes).await?;
+    let auth = client_auth::extract(req, &params)?;
+    tracing::Span::current().record("client_id", auth.client_id().unwrap_or(""));
+    Ok((params, auth))
+}
+
 fn no_store(mut response: HttpResponse) -> HttpResponse {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -47,11 +60,8 @@ pub async fn token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = form::read(&req, payload, state.max_body_bytes).await?;
-    let auth = client_auth::extract(&req, &params)?;
-    let span = tracing::Span::current();
-    span.record("grant_type", params.get("grant_type").unwrap_or(""));
-    span.record("client_id", auth.client_id().unwrap_or(""));
+    let (params, auth) = read_request(&req, payload, &state).await?;
+    tracing::Span::current().record("grant_type", params.get("grant_type").unwrap_or(""));
     let response = state.oauth.token(&params, &auth).await?;
     Ok(no_store(HttpResponse::Ok().json(response)))
 }
@@ -88,9 +98,7 @@ pub async fn revoke(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = form::read(&req, payload, state.max_body_bytes).await?;
-    let auth = client_auth::extract(&req, &params)?;
-    tracing::Span::current().record("client_id", auth.client_id().unwrap_or(""));
+    let (params, auth) = read_request(&req, payload, &state).await?;
     state.oauth.revoke(&params, &auth).await?;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
@@ -129,9 +137,7 @@ pub async fn introspect(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = form::read(&req, payload, state.max_body_bytes).await?;
-    let auth = client_auth::extract(&req, &params)?;
-    tracing::Span::current().record("client_id", auth.client_id().unwrap_or(""));
+    let (params, auth) = read_request(&req, payload, &state).await?;
     let answer = state.oauth.introspect(&params, &auth).await?;
     Ok(no_store(HttpResponse::Ok().json(answer)))
 }
