@@ -29,6 +29,15 @@ pub struct Settings {
     pub maintenance: MaintenanceSettings,
     pub log: LogSettings,
     pub telemetry: TelemetrySettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve /metrics on this address only (e.g. an internal interface); unset: on the main
+    /// listener.
+    pub bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,6 +345,11 @@ impl Settings {
         {
             return invalid(
                 "tokens.refresh_idle_ttl and tokens.refresh_absolute_ttl must be at least 1s",
+            );
+        }
+        if self.security.max_failures < 1 || self.security.max_backoff < Duration::from_secs(2) {
+            return invalid(
+                "security.max_failures must be at least 1 and security.max_backoff at least 2s",
             );
         }
         if self.maintenance.gc_batch_size < 1 {

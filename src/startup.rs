@@ -22,7 +22,8 @@ use crate::store::{AuditWriter, Backend, PoolOptions, Store};
 
 pub struct Application {
     port: u16,
-    server: Server,
+    /// The OAuth listener first; the metrics listener after it when `metrics.bind` is set.
+    servers: Vec<Server>,
     store: Store,
     background: Vec<tokio::task::JoinHandle<()>>,
     /// Ends once the server (and with it every audit writer) is gone, after a last flush.
@@ -172,6 +173,7 @@ impl Application {
             clock: clock.clone(),
             policy: Arc::new(Policy::from_settings(&settings)),
             audit,
+            audit_limit: Arc::default(),
         };
         let issuer = settings.issuer_base().to_owned();
         let algorithm = settings.keys.algorithm.as_str();
@@ -195,11 +197,18 @@ impl Application {
             settings.maintenance.gc_interval,
         ));
 
+        let handle = crate::telemetry::metrics::install();
+        let separate_metrics = settings.metrics.bind;
         let state = web::Data::new(AppState {
-            oauth,
-            metadata,
+            oauth: oauth.clone(),
+            metadata: metadata.clone(),
             max_body_bytes: settings.server.max_body_bytes,
-            metrics: crate::telemetry::metrics::install(),
+            // With metrics.bind set, /metrics lives on that listener only.
+            metrics: if separate_metrics.is_some() {
+                None
+            } else {
+                handle.clone()
+            },
         });
         let listener = TcpListener::bind(settings.server.bind)
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;
@@ -234,9 +243,31 @@ impl Application {
             scheme,
             "tessera listening"
         );
+        let mut servers = vec![server];
+        if let Some(bind) = separate_metrics {
+            let metrics_state = web::Data::new(AppState {
+                oauth,
+                metadata,
+                max_body_bytes: 0,
+                metrics: handle,
+            });
+            let listener = TcpListener::bind(bind)
+                .with_context(|| format!("metrics.bind: could not listen on {bind}"))?;
+            tracing::info!(address = %bind, "metrics listening");
+            servers.push(
+                HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_state.clone())
+                        .configure(http::metrics_routes)
+                })
+                .workers(1)
+                .listen(listener)?
+                .run(),
+            );
+        }
         Ok(Self {
             port,
-            server,
+            servers,
             store,
             background: vec![maintenance, cleanup],
             audit_task,
@@ -247,13 +278,17 @@ impl Application {
         self.port
     }
 
+    /// The main server's handle (stopping it stops the process's serving).
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.servers[0].handle()
     }
 
     /// Serves until SIGTERM/SIGINT (or a handle's stop), then closes the pool.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = self.server.await;
+        let result = futures_util::future::join_all(self.servers)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>();
         for task in &self.background {
             task.abort();
         }
@@ -264,7 +299,7 @@ impl Application {
             tracing::error!("audit rows still unwritten at shutdown");
         }
         self.store.close().await;
-        result.context("HTTP server failed")
+        result.map(|_| ()).context("HTTP server failed")
     }
 }
 

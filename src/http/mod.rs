@@ -58,3 +58,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 pub use well_known::metadata_document;
+
+/// The routes of the separate metrics listener (`metrics.bind`).
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics_endpoint::metrics)));
+}

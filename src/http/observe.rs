@@ -67,10 +67,13 @@ pub fn incoming_trace(headers: &actix_web::http::header::HeaderMap) -> Option<Tr
             header("x-b3-sampled"),
         ),
     };
-    let trace = trace.filter(|t| is_hex(t, 32) || is_hex(t, 16))?;
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let trace = trace.filter(|t| (is_hex(t, 32) || is_hex(t, 16)) && nonzero(t))?;
     Some(TraceParent {
         trace_id: format!("{:0>32}", trace.to_ascii_lowercase()),
-        span_id: span.filter(|s| is_hex(s, 16)).map(str::to_ascii_lowercase),
+        span_id: span
+            .filter(|s| is_hex(s, 16) && nonzero(s))
+            .map(str::to_ascii_lowercase),
         sampled: sampled.is_none_or(|s| s == "1" || s == "d" || s.eq_ignore_ascii_case("true")),
     })
 }
@@ -117,7 +120,13 @@ pub async fn observe(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    // Any token is a method to actix; unknown ones share one label so callers cannot mint
+    // metric series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "HEAD" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let span = tracing::info_span!(
         "request",
         method = %method,

@@ -90,7 +90,12 @@ impl OAuth {
         let user_id = claims.get("preferred_username").and(text("sub"));
         if !self
             .store
-            .access_token_usable(&jti, user_id.as_deref())
+            .access_token_usable(
+                &jti,
+                text("client_id").as_deref().unwrap_or(""),
+                user_id.as_deref(),
+                number("iat").unwrap_or(i64::MIN),
+            )
             .await?
         {
             return Ok(Introspection::inactive());

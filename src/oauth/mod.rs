@@ -2,6 +2,7 @@
 //! introspection. Neither actix nor SQL appears here: requests arrive as [`Params`] and
 //! [`ClientAuth`], state goes through [`Store`].
 
+mod audit_limit;
 mod client_auth;
 mod client_credentials;
 mod error;
@@ -110,7 +111,11 @@ pub struct OAuth {
     pub policy: Arc<Policy>,
     /// Batched writer for events that accompany no state change.
     pub audit: crate::store::AuditWriter,
+    /// Folds floods of events that unauthenticated callers can trigger.
+    pub audit_limit: Arc<audit_limit::AuditLimiter>,
 }
+
+pub use audit_limit::AuditLimiter;
 
 impl OAuth {
     /// The token endpoint (RFC 6749 §3.2): dispatches on `grant_type`.
@@ -144,6 +149,9 @@ impl OAuth {
         auth: &ClientAuth,
     ) -> Result<crate::store::ClientRecord, OAuthError> {
         match authenticate(&self.store, auth).await {
+            Err(OAuthError::InvalidClient(reason)) if matches!(auth, ClientAuth::Missing) => {
+                Err(OAuthError::InvalidClient(reason))
+            }
             Err(OAuthError::InvalidClient(reason)) => {
                 let claimed: String = auth
                     .client_id()
@@ -153,6 +161,12 @@ impl OAuth {
                     .take(128)
                     .collect();
                 metrics::counter!("tessera_client_auth_failures_total").increment(1);
+                let Some(folded) = self
+                    .audit_limit
+                    .admit(&format!("client:{claimed}"), self.clock.now())
+                else {
+                    return Err(OAuthError::InvalidClient(reason));
+                };
                 self.record(&[AuditEvent::new(
                     self.clock.now(),
                     format!("client:{claimed}"),
@@ -161,7 +175,7 @@ impl OAuth {
                 )
                 .outcome("failure")
                 .client(&claimed)
-                .details(serde_json::json!({ "method": auth.method() }))])
+                .details(serde_json::json!({ "method": auth.method(), "folded": folded }))])
                     .await;
                 Err(OAuthError::InvalidClient(reason))
             }

@@ -43,7 +43,15 @@ impl OAuth {
         if usernames::validate(username).is_err()
             || password.chars().count() > self.policy.password_max_length
         {
-            self.record(&[failure("malformed")]).await;
+            if let Some(folded) = self
+                .audit_limit
+                .admit(&format!("malformed:{}", client.client_id), now)
+            {
+                let event = failure("malformed");
+                let details =
+                    json!({ "reason": "malformed", "grant": "password", "folded": folded });
+                self.record(&[event.details(details)]).await;
+            }
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         }
         let normalized = usernames::normalize(username);
@@ -60,11 +68,11 @@ impl OAuth {
                 self.policy.max_backoff,
             )
             .await?;
-        if !allowed {
+        let Some(seen) = allowed else {
             drop(slot);
             self.record(&[failure("throttled").outcome("denied")]).await;
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
-        }
+        };
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self
             .hasher
@@ -82,7 +90,7 @@ impl OAuth {
                 return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
             }
         };
-        self.store.reset_login_failures(&normalized).await?;
+        self.store.reset_login_failures(&normalized, seen).await?;
 
         let (access_token, expires_in) =
             self.sign_access_token(client, Subject::User(&user), &granted)?;

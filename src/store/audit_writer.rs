@@ -32,9 +32,26 @@ impl AuditWriter {
         for event in events {
             if self.queue.try_send(event.clone()).is_err() {
                 metrics::counter!("tessera_audit_dropped_total").increment(1);
-                tracing::error!(action = event.action, "audit queue full; event dropped");
+                log_drop_once_per_second();
             }
         }
+    }
+}
+
+/// One error line per second at most, however many events are dropped.
+fn log_drop_once_per_second() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let second = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    if LAST.swap(second, Ordering::Relaxed) != second {
+        tracing::error!(
+            "audit queue full: events are being dropped (see tessera_audit_dropped_total)"
+        );
     }
 }
 

@@ -86,21 +86,26 @@ impl Store {
         Ok(())
     }
 
-    /// One round trip: the token is not denylisted and, for a user token, its user still
-    /// exists and is enabled.
+    /// One round trip: the token is not denylisted, its client still exists and, for a user
+    /// token, its user still exists, is enabled and has not changed password since `iat`.
     pub async fn access_token_usable(
         &self,
         jti: &str,
+        client_id: &str,
         user_id: Option<&str>,
+        iat: i64,
     ) -> Result<bool, StoreError> {
-        let (denied, user_ok): (i64, i64) = sqlx::query_as(
+        let (denied, client_ok, user_ok): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM access_denylist WHERE jti = $1), \
-                    (SELECT COUNT(*) FROM users WHERE id = $2 AND disabled = 0)",
+                    (SELECT COUNT(*) FROM clients WHERE client_id = $2), \
+                    (SELECT COUNT(*) FROM users WHERE id = $3 AND disabled = 0 AND password_changed_at <= $4)",
         )
         .bind(jti)
+        .bind(client_id)
         .bind(user_id.unwrap_or(""))
+        .bind(iat)
         .fetch_one(&self.pool)
         .await?;
-        Ok(denied == 0 && (user_id.is_none() || user_ok > 0))
+        Ok(denied == 0 && client_ok > 0 && (user_id.is_none() || user_ok > 0))
     }
 }

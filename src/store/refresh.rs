@@ -186,10 +186,30 @@ impl Store {
         events: &[AuditEvent],
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let created = sqlx::query(
+        // The user row is read under a share lock on Postgres: a concurrent password change or
+        // disable either commits first (and this sees it) or waits for this login to commit
+        // (and then revokes the family it created). SQLite's BEGIN IMMEDIATE already
+        // serializes the two.
+        let check = match self.backend {
+            super::Backend::Postgres => {
+                "SELECT 1 FROM users WHERE id = $1 AND disabled = 0 AND password_hash = $2 FOR SHARE"
+            }
+            super::Backend::Sqlite => {
+                "SELECT 1 FROM users WHERE id = $1 AND disabled = 0 AND password_hash = $2"
+            }
+        };
+        let unchanged = sqlx::query(check)
+            .bind(&family.user_id)
+            .bind(&family.verified_password_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !unchanged {
+            return Ok(false);
+        }
+        sqlx::query(
             "INSERT INTO refresh_families (id, user_id, client_id, scope, created_at, expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
-             (SELECT 1 FROM users WHERE id = $2 AND disabled = 0 AND password_hash = $7)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&family.id)
         .bind(&family.user_id)
@@ -197,13 +217,8 @@ impl Store {
         .bind(&family.scope)
         .bind(family.created_at)
         .bind(family.expires_at)
-        .bind(&family.verified_password_hash)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if created == 0 {
-            return Ok(false);
-        }
+        .await?;
         insert_token(
             &mut tx,
             &family.token_hash,

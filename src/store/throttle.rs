@@ -16,7 +16,7 @@ pub struct ThrottleState {
 /// attempt, capped at `max_backoff` seconds.
 pub fn backoff(failures: i64, max_failures: u32, max_backoff: i64) -> i64 {
     let extra = u32::try_from(failures - i64::from(max_failures))
-        .unwrap_or(0)
+        .unwrap_or(30)
         .min(30);
     (2i64 << extra).min(max_backoff)
 }
@@ -34,7 +34,8 @@ impl Store {
         .await?)
     }
 
-    /// Counts one attempt. Returns `false`, counting nothing, while the account is locked.
+    /// Counts one attempt. Returns `None`, counting nothing, while the account is locked, else
+    /// the count including this attempt (for [`Store::reset_login_failures`]).
     /// The attempt that brings the count to `max_failures` or beyond locks the account at
     /// once, before its own password is checked; a success clears it all
     /// ([`Store::reset_login_failures`]).
@@ -44,7 +45,7 @@ impl Store {
         now: i64,
         max_failures: u32,
         max_backoff: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.begin_write().await?;
         let state = sqlx::query_as::<_, ThrottleState>(
             "INSERT INTO login_throttle (username_normalized, failures, locked_until, updated_at) \
@@ -60,7 +61,7 @@ impl Store {
         .await?;
         if state.locked_until > now {
             tx.commit().await?;
-            return Ok(false);
+            return Ok(None);
         }
         if state.failures >= i64::from(max_failures) {
             sqlx::query(
@@ -72,12 +73,19 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(state.failures))
     }
 
-    pub async fn reset_login_failures(&self, username_normalized: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM login_throttle WHERE username_normalized = $1")
+    /// Clears the counter after a success, unless attempts counted after `seen` (concurrent
+    /// guesses) are there: those keep counting.
+    pub async fn reset_login_failures(
+        &self,
+        username_normalized: &str,
+        seen: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_throttle WHERE username_normalized = $1 AND failures <= $2")
             .bind(username_normalized)
+            .bind(seen)
             .execute(&self.pool)
             .await?;
         Ok(())

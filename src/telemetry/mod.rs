@@ -43,8 +43,13 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     // actix-http logs malformed requests (a client's doing, answered 400) at ERROR; left on,
     // any client could write error lines at will and trip log-level alerts.
+    let quiet = "actix_http::h1::dispatcher=off";
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},actix_http::h1::dispatcher=off")));
+        .map(|f| match quiet.parse() {
+            Ok(directive) => f.add_directive(directive),
+            Err(_) => f,
+        })
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},{quiet}")));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

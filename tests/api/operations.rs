@@ -226,7 +226,41 @@ async fn throttling_refuses_after_repeated_failures(backend: Backend) {
     );
 }
 
+/// With metrics.bind set, /metrics moves to that listener and leaves the OAuth port.
+async fn metrics_can_live_on_their_own_listener(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let bind: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let app = crate::helpers::spawn_app_with(backend, |s| s.metrics.bind = Some(bind)).await;
+    let main = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("main");
+    assert_eq!(main.status(), 404);
+    let separate = app
+        .http
+        .get(format!("http://{bind}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(separate.status(), 200);
+    let text = separate.text().await.expect("text");
+    assert!(text.contains("tessera_build_info"));
+    let other = app
+        .http
+        .get(format!("http://{bind}/oauth/token"))
+        .send()
+        .await
+        .expect("other");
+    assert_eq!(other.status(), 404, "only /metrics on the metrics listener");
+}
+
 both_backends!(
+    metrics_can_live_on_their_own_listener,
     metrics_parse_and_move,
     throttling_refuses_after_repeated_failures
 );
