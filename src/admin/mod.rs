@@ -45,8 +45,8 @@ impl Admin {
         settings: Settings,
         actor: String,
     ) -> Result<Self, AdminError> {
-        let hasher =
-            Hasher::new(&settings.passwords).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let hasher = Hasher::for_new_passwords(&settings.passwords)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(Self {
             store,
             clock,

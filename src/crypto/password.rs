@@ -51,11 +51,27 @@ impl Hasher {
 
     pub fn new(settings: &PasswordSettings) -> Result<Self, CryptoError> {
         let params = Self::params_from(settings)?;
+        let dummy_hash = hash_with(&params, &super::tokens::random_id())?;
+        Self::build(settings, params, dummy_hash)
+    }
+
+    /// A hasher that only hashes new passwords (the admin CLI): it skips computing the dummy
+    /// hash that equalizes login timing, which costs a full hash at start-up. `verify` with
+    /// no stored hash still answers "no", only faster.
+    pub fn for_new_passwords(settings: &PasswordSettings) -> Result<Self, CryptoError> {
+        let params = Self::params_from(settings)?;
+        Self::build(settings, params, String::new())
+    }
+
+    fn build(
+        settings: &PasswordSettings,
+        params: Params,
+        dummy_hash: String,
+    ) -> Result<Self, CryptoError> {
         let slots = match settings.max_concurrent {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        let dummy_hash = hash_with(&params, &super::tokens::random_id())?;
         Ok(Self {
             params,
             slots: Arc::new(Semaphore::new(slots)),
