@@ -279,10 +279,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(tessera_vars)),
         );
-        if !has_db_url {
-            if let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL") {
-                builder = builder.set_override("database.url", url.clone())?;
-            }
+        if !has_db_url && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL") {
+            builder = builder.set_override("database.url", url.clone())?;
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.read_secret_files()?;
@@ -389,11 +387,11 @@ impl Settings {
 
 /// Hides the password of a database URL (`postgres://user:***@host/db`).
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}");
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
     }
     url.to_string()
 }

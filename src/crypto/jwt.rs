@@ -177,10 +177,10 @@ impl VerificationKeys {
         if exp <= now {
             return Err(VerifyError::Invalid("expired".into()));
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
-            if nbf > now {
-                return Err(VerifyError::Invalid("not yet valid".into()));
-            }
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
+            && nbf > now
+        {
+            return Err(VerifyError::Invalid("not yet valid".into()));
         }
         Ok(claims)
     }

@@ -22,10 +22,10 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            if let Err(error) = provider.shutdown() {
-                tracing::warn!(%error, "could not flush spans");
-            }
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "could not flush spans");
         }
     }
 }

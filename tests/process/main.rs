@@ -94,10 +94,10 @@ impl Server {
     async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = http.get(self.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = http.get(self.url("/healthz")).send().await
+                && r.status() == 200
+            {
+                return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited with {status}: {}", self.logs());

@@ -174,10 +174,10 @@ impl Server {
     async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = http.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited with {status}: {}", self.logs());
@@ -1117,11 +1117,10 @@ async fn database_outage_answers_503_and_recovers() {
                         // (checked below); carry on with a fresh login.
                         if let Ok(fresh) =
                             password_grant(&http, &base, &secret, "alice", PASSWORD).await
+                            && fresh.status == 200
                         {
-                            if fresh.status == 200 {
-                                *t = fresh.field("refresh_token");
-                                received.push(t.clone());
-                            }
+                            *t = fresh.field("refresh_token");
+                            received.push(t.clone());
                         }
                     }
                 }
