@@ -32,6 +32,8 @@ pub enum HashError {
 pub struct Hasher {
     params: Params,
     slots: Arc<Semaphore>,
+    /// One hashing thread per slot.
+    threads: std::sync::mpsc::SyncSender<Job>,
     queue_timeout: Duration,
     /// A real hash of a random password: unknown users are verified against it so that they
     /// take as long as known ones.
@@ -75,6 +77,7 @@ impl Hasher {
         Ok(Self {
             params,
             slots: Arc::new(Semaphore::new(slots)),
+            threads: start_threads(slots)?,
             queue_timeout: settings.queue_timeout,
             dummy_hash: Arc::new(dummy_hash),
         })
@@ -125,7 +128,7 @@ impl Hasher {
         let hash = stored.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
         let password = password.to_owned();
         let params = self.params.clone();
-        Self::run_in(slot, move || {
+        self.run_in(slot, move || {
             let ok = verify_with(&hash, &password);
             Ok(Verified {
                 ok: ok && known,
@@ -145,24 +148,62 @@ impl Hasher {
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let slot = self.acquire().await?;
-        Self::run_in(slot, job).await
+        self.run_in(slot, job).await
     }
 
+    /// Runs `job` on one of the hashing threads; the slot is held until it is done.
     async fn run_in<T: Send + 'static>(
+        &self,
         slot: HashSlot,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let task: Job = Box::new(move || {
             let started = std::time::Instant::now();
-            let result = job();
+            let outcome = job();
             metrics::histogram!("tessera_password_hash_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             drop(slot);
-            result
-        })
-        .await
-        .map_err(|e| CryptoError::Hash(e.to_string()))?
+            let _ = done.send(outcome);
+        });
+        self.threads
+            .send(task)
+            .map_err(|_| CryptoError::Hash("hashing threads stopped".into()))?;
+        result
+            .await
+            .map_err(|_| CryptoError::Hash("hashing job lost".into()))?
     }
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Starts `n` threads that run hashing jobs. Hashing runs only here, never on an async
+/// worker, and on a fixed set of threads: argon2's 19 MiB working memory is then taken from a
+/// bounded set of allocator arenas, so memory stays flat under a flood (on tokio's blocking
+/// pool each of dozens of threads kept its own). The threads end when the last sender is
+/// dropped.
+fn start_threads(n: usize) -> Result<std::sync::mpsc::SyncSender<Job>, CryptoError> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(n);
+    let receiver = Arc::new(std::sync::Mutex::new(receiver));
+    for i in 0..n {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("tessera-hash-{i}"))
+            .spawn(move || {
+                loop {
+                    let job = match receiver.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|e| CryptoError::Hash(format!("starting a hashing thread: {e}")))?;
+    }
+    Ok(sender)
 }
 
 /// A held hashing slot; dropping it frees the slot.

@@ -151,6 +151,10 @@ impl Store {
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out; that is a full round trip per query
+            // on the hot path. A dead connection fails its first statement instead, which the
+            // request answers with 503 while sqlx drops the connection.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
