@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
-use actix_web::http::header::{self, HeaderValue};
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
@@ -51,16 +50,7 @@ pub fn document() -> &'static [u8] {
     )
 )]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ))
-        .insert_header((
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        ))
-        .body(document())
+    super::well_known::static_json(document())
 }
 
 #[derive(OpenApi)]

@@ -84,16 +84,7 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         Ok(guard) => guard.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ))
-        .insert_header((
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        ))
-        .body(actix_web::web::Bytes::copy_from_slice(&body))
+    static_json(actix_web::web::Bytes::copy_from_slice(&body))
 }
 
 /// Authorization server metadata (RFC 8414 §2).
@@ -140,4 +131,18 @@ pub fn metadata_document(issuer: &str, scopes: &[String], algorithm: &str) -> Ar
     };
     let body = serde_json::to_vec(&doc).expect("metadata serializes");
     Arc::from(body)
+}
+
+/// A JSON document that changes rarely: cacheable for an hour.
+pub fn static_json(body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ))
+        .body(body)
 }
