@@ -156,10 +156,13 @@ pub fn key_policy(settings: &Settings) -> KeyPolicy {
 
 impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = open_store(&settings).await?;
+        let mut store = open_store(&settings).await?;
         if settings.database.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
         }
+        let client_cache = store
+            .cache_clients(settings.database.url.expose())
+            .map(tokio::spawn);
         let kek = load_kek(&settings, store.backend(), true)?;
         let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
             .await
@@ -174,6 +177,7 @@ impl Application {
             policy: Arc::new(Policy::from_settings(&settings)),
             audit,
             audit_limit: Arc::default(),
+            login_gate: Arc::default(),
         };
         let issuer = settings.issuer_base().to_owned();
         let algorithm = settings.keys.algorithm.as_str();
@@ -269,7 +273,10 @@ impl Application {
             port,
             servers,
             store,
-            background: vec![maintenance, cleanup],
+            background: [maintenance, cleanup]
+                .into_iter()
+                .chain(client_cache)
+                .collect(),
             audit_task,
         })
     }

@@ -206,7 +206,8 @@ impl Admin {
         Ok(self.store.list_clients().await?)
     }
 
-    /// A new secret for a confidential client; the old one stops working at once.
+    /// A new secret for a confidential client. It works at once; the old one stops working at
+    /// once here and, on Postgres, within milliseconds on running servers (their client cache).
     pub async fn rotate_client_secret(
         &self,
         client_id: &str,

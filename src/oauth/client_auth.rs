@@ -47,6 +47,16 @@ fn dummy_hash() -> &'static [u8] {
     DUMMY.get_or_init(|| tokens::hash(&tokens::generate(tokens::CLIENT_SECRET_PREFIX)))
 }
 
+async fn cached_or_stored(
+    store: &Store,
+    client_id: &str,
+) -> Result<Option<ClientRecord>, OAuthError> {
+    match store.cached_client(client_id) {
+        Some(client) => Ok(Some(client)),
+        None => Ok(store.find_client(client_id).await?),
+    }
+}
+
 /// Checks the presented credentials; the same `invalid_client` whatever went wrong.
 pub async fn authenticate(store: &Store, auth: &ClientAuth) -> Result<ClientRecord, OAuthError> {
     let failed = || OAuthError::invalid_client("client authentication failed");
@@ -54,20 +64,28 @@ pub async fn authenticate(store: &Store, auth: &ClientAuth) -> Result<ClientReco
         ClientAuth::Missing => Err(OAuthError::invalid_client(
             "client authentication is required",
         )),
-        ClientAuth::Public { client_id } => match store.find_client(client_id).await? {
+        ClientAuth::Public { client_id } => match cached_or_stored(store, client_id).await? {
             Some(client) if client.is_public() => Ok(client),
             _ => Err(failed()),
         },
         ClientAuth::Basic { client_id, secret } | ClientAuth::Post { client_id, secret } => {
-            let client = store.find_client(client_id).await?;
             let presented = tokens::hash(secret.expose());
-            let matches = {
+            let check = |client: &Option<ClientRecord>| {
                 let expected = client
                     .as_ref()
                     .and_then(|c| c.secret_hash.as_deref())
                     .unwrap_or(dummy_hash());
                 constant_time_eq(&presented, expected)
             };
+            // A cached record may predate a secret rotation made elsewhere a moment ago, so a
+            // mismatch is decided by the database. Unknown clients and wrong secrets thus both
+            // cost one query; only a right secret can be answered from memory.
+            let mut client = store.cached_client(client_id);
+            let mut matches = check(&client);
+            if !matches {
+                client = store.find_client(client_id).await?;
+                matches = check(&client);
+            }
             match client {
                 Some(client) if matches && !client.is_public() => Ok(client),
                 _ => Err(failed()),

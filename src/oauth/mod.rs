@@ -9,6 +9,7 @@ mod error;
 mod introspection;
 mod issue;
 pub mod keyring;
+mod login_gate;
 pub mod maintenance;
 mod password_grant;
 mod refresh_grant;
@@ -113,6 +114,8 @@ pub struct OAuth {
     pub audit: crate::store::AuditWriter,
     /// Folds floods of events that unauthenticated callers can trigger.
     pub audit_limit: Arc<audit_limit::AuditLimiter>,
+    /// Password checks in flight per account on this instance.
+    pub login_gate: Arc<login_gate::LoginGate>,
 }
 
 pub use audit_limit::AuditLimiter;

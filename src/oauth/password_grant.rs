@@ -2,10 +2,12 @@
 
 use serde_json::json;
 
+use crate::crypto::password::HashError;
 use crate::crypto::tokens;
 use crate::store::{AuditEvent, ClientRecord, NewFamily};
 
 use super::issue::{Subject, TokenResponse};
+use super::login_gate::{Admitted, Entry};
 use super::{OAuth, OAuthError, scope, usernames};
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -55,29 +57,16 @@ impl OAuth {
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         }
         let normalized = usernames::normalize(username);
-        let user = self.store.find_user(&normalized).await?;
-        // The attempt is counted under the hashing slot, before the hash: concurrent guesses
-        // are counted one by one, and writes happen at most at the hashing rate.
-        let slot = self.hasher.acquire().await?;
-        let allowed = self
-            .store
-            .begin_login_attempt(
-                &normalized,
-                now,
-                self.policy.max_failures,
-                self.policy.max_backoff,
-            )
-            .await?;
-        let Some(seen) = allowed else {
-            drop(slot);
+        let (user, admission) = tokio::try_join!(
+            async { Ok(self.store.find_user(&normalized).await?) },
+            self.admit_login(&normalized, now)
+        )?;
+        let Some((admitted, failures)) = admission else {
             self.record(&[failure("throttled").outcome("denied")]).await;
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         };
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = self
-            .hasher
-            .verify_in(slot, stored_hash.as_deref(), password)
-            .await?;
+        let verified = self.hasher.verify(stored_hash.as_deref(), password).await?;
         let user = match user {
             Some(user) if verified.ok && !user.disabled => user,
             other => {
@@ -86,11 +75,25 @@ impl OAuth {
                     Some(u) if u.disabled && verified.ok => "disabled",
                     Some(_) => "wrong_password",
                 };
+                self.store
+                    .record_login_failure(
+                        &normalized,
+                        now,
+                        self.policy.max_failures,
+                        self.policy.max_backoff,
+                    )
+                    .await?;
+                // Settled (and locked, if this was the last try) before the next one is let in.
+                drop(admitted);
                 self.record(&[failure(reason)]).await;
                 return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
             }
         };
-        self.store.reset_login_failures(&normalized, seen).await?;
+        // Most logins follow no failure, and then there is nothing to clear.
+        if failures > 0 {
+            self.store.clear_login_failures(&normalized).await?;
+        }
+        drop(admitted);
 
         let (access_token, expires_in) =
             self.sign_access_token(client, Subject::User(&user), &granted)?;
@@ -144,6 +147,45 @@ impl OAuth {
             refresh_token,
             scope: granted.join(" "),
         })
+    }
+
+    /// Lets a password check of `account` go ahead unless the account is locked. At most
+    /// `max_failures - failures` checks of one account run at once on this instance, so a
+    /// burst of guesses meets the lock instead of racing past it; the others wait (at most the
+    /// hashing queue timeout) for those to settle. `None` while locked; else the admission and
+    /// the failures counted so far.
+    async fn admit_login(
+        &self,
+        account: &str,
+        now: i64,
+    ) -> Result<Option<(Admitted<'_>, i64)>, OAuthError> {
+        let deadline = tokio::time::Instant::now() + self.hasher.queue_timeout();
+        loop {
+            let settled = self.login_gate.settled();
+            let epoch = self.login_gate.epoch();
+            let (failures, locked_until) = self
+                .store
+                .login_throttle(account)
+                .await?
+                .map_or((0, 0), |t| (t.failures, t.locked_until));
+            if locked_until > now {
+                return Ok(None);
+            }
+            // Once a lock has run out, one check at a time: each failure relocks for longer.
+            let room = usize::try_from(i64::from(self.policy.max_failures) - failures)
+                .unwrap_or(0)
+                .max(1);
+            match self.login_gate.try_enter(account, room, epoch) {
+                Entry::Admitted(admitted) => return Ok(Some((admitted, failures))),
+                Entry::Stale if tokio::time::Instant::now() < deadline => continue,
+                Entry::Stale => return Err(HashError::Busy.into()),
+                Entry::Full => {
+                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                        return Err(HashError::Busy.into());
+                    }
+                }
+            }
+        }
     }
 
     /// Re-hashes with the configured parameters after a successful login, off the request.

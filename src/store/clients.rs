@@ -3,8 +3,11 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
+use std::sync::Arc;
+
 use super::audit::{self, AuditEvent};
-use super::{Store, StoreError, conflict_or, join_list, split_list};
+use super::client_cache::{self, ClientCache};
+use super::{Backend, Store, StoreError, conflict_or, join_list, split_list};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientRecord {
@@ -103,19 +106,65 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, "client"))?;
+        self.announce_client_change(&mut tx, &client.client_id)
+            .await?;
         audit::insert(&mut tx, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    /// The client if [`Store::cache_clients`] holds it in memory; no database access.
+    pub fn cached_client(&self, client_id: &str) -> Option<ClientRecord> {
+        let hit = self.clients.as_ref().and_then(|c| c.get(client_id));
+        if hit.is_some() {
+            metrics::counter!("tessera_client_lookups_total", "source" => "memory").increment(1);
+        }
+        hit
+    }
+
+    /// The client as the database has it now; the cache, if any, takes the answer too.
     pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        metrics::counter!("tessera_client_lookups_total", "source" => "database").increment(1);
+        let generation = self.clients.as_ref().and_then(|c| c.generation());
         let row = sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"
         )))
         .bind(client_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(ClientRecord::from))
+        let record = row.map(ClientRecord::from);
+        if let (Some(cache), Some(generation), Some(record)) = (&self.clients, generation, &record)
+        {
+            cache.put(generation, record);
+        }
+        Ok(record)
+    }
+
+    /// Keeps client records in memory, on Postgres; the returned task (to be spawned) keeps
+    /// them current. See [`client_cache`](super::client_cache).
+    pub fn cache_clients(&mut self, url: &str) -> Option<impl Future<Output = ()> + use<>> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let cache = Arc::new(ClientCache::default());
+        self.clients = Some(cache.clone());
+        Some(client_cache::listen(cache, url.to_owned()))
+    }
+
+    /// Tells every instance's client cache that `client_id` changed, when `tx` commits.
+    async fn announce_client_change(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        client_id: &str,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(client_cache::CHANNEL)
+                .bind(client_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
@@ -148,6 +197,7 @@ impl Store {
         if updated == 0 {
             return Err(StoreError::NotFound("confidential client"));
         }
+        self.announce_client_change(&mut tx, client_id).await?;
         audit::insert(&mut tx, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(())
@@ -179,6 +229,8 @@ impl Store {
         if updated == 0 {
             return Err(StoreError::NotFound("client"));
         }
+        self.announce_client_change(&mut tx, &client.client_id)
+            .await?;
         audit::insert(&mut tx, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(())
@@ -199,6 +251,7 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound("client"));
         }
+        self.announce_client_change(&mut tx, client_id).await?;
         audit::insert(&mut tx, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(())

@@ -4,6 +4,7 @@
 
 mod audit;
 mod audit_writer;
+mod client_cache;
 mod clients;
 mod keys;
 mod maintenance;
@@ -13,6 +14,7 @@ mod throttle;
 mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -128,6 +130,8 @@ pub struct PoolOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Set on a serving instance on Postgres ([`Store::cache_clients`]).
+    clients: Option<Arc<client_cache::ClientCache>>,
 }
 
 impl Store {
@@ -175,7 +179,11 @@ impl Store {
                 sqlx::Error::Configuration(_) => StoreError::Config(format!("database.url: {e}")),
                 other => StoreError::Unavailable(other),
             })?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            clients: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {

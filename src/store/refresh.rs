@@ -121,8 +121,67 @@ struct FamilyUserRow {
     user_created_at: i64,
     user_updated_at: i64,
     password_changed_at: i64,
-    role_name: Option<String>,
+    /// One role per row (multi-statement path) or all of them joined by spaces (one-statement).
+    roles: Option<String>,
 }
+
+impl FamilyUserRow {
+    fn into_rotation(self, mut roles: Vec<String>) -> Rotation {
+        roles.sort();
+        Rotation::Rotated {
+            family: FamilyRecord {
+                id: self.id,
+                user_id: self.user_id.clone(),
+                client_id: self.client_id,
+                scope: self.scope,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                revoked_at: None,
+            },
+            user: Box::new(UserRecord {
+                id: self.user_id,
+                username: self.username,
+                password_hash: self.password_hash,
+                disabled: self.disabled != 0,
+                roles,
+                created_at: self.user_created_at,
+                updated_at: self.user_updated_at,
+                password_changed_at: self.password_changed_at,
+            }),
+        }
+    }
+}
+
+/// Rotation in one round trip and one commit (Postgres): claims the presented token with the
+/// same compare-and-set as the multi-statement path, inserts its successor and the audit row,
+/// and returns the family and its owner. Data-modifying CTEs all run or none do; when the
+/// claim matches nothing the statement changes nothing and returns no row.
+const ROTATE_IN_ONE_STATEMENT: &str = "\
+WITH claimed AS ( \
+    UPDATE refresh_tokens SET rotated_at = $1 \
+    WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
+      AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
+          WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $3 \
+            AND u.disabled = 0) \
+    RETURNING family_id \
+), fam AS ( \
+    SELECT f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, u.username, \
+           u.username_normalized, u.password_hash, u.disabled, \
+           u.created_at AS user_created_at, u.updated_at AS user_updated_at, \
+           u.password_changed_at \
+    FROM claimed c JOIN refresh_families f ON f.id = c.family_id JOIN users u ON u.id = f.user_id \
+), successor AS ( \
+    INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at) \
+    SELECT $4, id, $1, LEAST($5, expires_at) FROM fam \
+), logged AS ( \
+    INSERT INTO audit_log (at, actor, action, target, outcome, username, client_id, details) \
+    SELECT $1, $6, $7, id, $8, username_normalized, $3, $9 FROM fam \
+) \
+SELECT id, user_id, client_id, scope, created_at, expires_at, username, password_hash, \
+       disabled, user_created_at, user_updated_at, password_changed_at, \
+       (SELECT string_agg(r.role_name, ' ' ORDER BY r.role_name) FROM user_roles r \
+        WHERE r.user_id = fam.user_id) AS roles \
+FROM fam";
 
 /// A family with its owner's listing details, for `tessera token list`.
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -235,6 +294,11 @@ impl Store {
     /// Rotates a refresh token: marks the presented one used and issues its successor, in one
     /// transaction. Reuse of a rotated token outside the grace window revokes the family.
     pub async fn rotate_refresh_token(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
+        // Narrowing the scope needs the family's scope before deciding, so it takes the
+        // multi-statement path, as does SQLite (no data-modifying CTEs).
+        if self.backend == super::Backend::Postgres && req.requested_scope.is_none() {
+            return self.rotate_in_one_statement(req).await;
+        }
         let mut tx = self.begin_write().await?;
         let claimed: Option<String> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET rotated_at = $1 \
@@ -259,56 +323,59 @@ impl Store {
         let rows = sqlx::query_as::<_, FamilyUserRow>(
             "SELECT f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, u.username, \
              u.password_hash, u.disabled, u.created_at AS user_created_at, \
-             u.updated_at AS user_updated_at, u.password_changed_at, r.role_name \
+             u.updated_at AS user_updated_at, u.password_changed_at, r.role_name AS roles \
              FROM refresh_families f JOIN users u ON u.id = f.user_id \
              LEFT JOIN user_roles r ON r.user_id = u.id WHERE f.id = $1",
         )
         .bind(&family_id)
         .fetch_all(&mut *tx)
         .await?;
-        let Some(first) = rows.first() else {
+        let roles: Vec<String> = rows.iter().filter_map(|r| r.roles.clone()).collect();
+        let Some(first) = rows.into_iter().next() else {
             return Err(StoreError::NotFound("refresh family"));
         };
-        let family = FamilyRecord {
-            id: first.id.clone(),
-            user_id: first.user_id.clone(),
-            client_id: first.client_id.clone(),
-            scope: first.scope.clone(),
-            created_at: first.created_at,
-            expires_at: first.expires_at,
-            revoked_at: None,
-        };
-        let mut user = UserRecord {
-            id: first.user_id.clone(),
-            username: first.username.clone(),
-            password_hash: first.password_hash.clone(),
-            disabled: first.disabled != 0,
-            roles: Vec::new(),
-            created_at: first.user_created_at,
-            updated_at: first.user_updated_at,
-            password_changed_at: first.password_changed_at,
-        };
-        user.roles = rows.into_iter().filter_map(|r| r.role_name).collect();
-        user.roles.sort();
         if let Some(requested) = &req.requested_scope {
-            let granted = super::split_list(&family.scope);
+            let granted = super::split_list(&first.scope);
             if requested.iter().any(|s| !granted.contains(s)) {
                 // Dropping the transaction rolls the rotation back: the token stays usable.
                 return Ok(Rotation::ScopeNotGranted);
             }
         }
-        let idle_expires_at = req.new_idle_expires_at.min(family.expires_at);
+        let (family_id, family_expires_at, username) =
+            (first.id.clone(), first.expires_at, first.username.clone());
+        let idle_expires_at = req.new_idle_expires_at.min(family_expires_at);
         insert_token(&mut tx, &req.new_hash, &family_id, req.now, idle_expires_at).await?;
 
         let mut event = req.success_event;
-        event.username = Some(user.username.clone());
-        event.target = family.id.clone();
+        event.username = Some(username);
+        event.target = family_id;
         audit::insert(&mut tx, std::slice::from_ref(&event)).await?;
         tx.commit().await?;
-        Ok(Rotation::Rotated {
-            family,
-            user: Box::new(user),
-        })
+        Ok(first.into_rotation(roles))
+    }
+
+    async fn rotate_in_one_statement(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
+        let event = &req.success_event;
+        let row = sqlx::query_as::<_, FamilyUserRow>(ROTATE_IN_ONE_STATEMENT)
+            .bind(req.now)
+            .bind(req.presented_hash.clone())
+            .bind(&req.client_id)
+            .bind(req.new_hash.clone())
+            .bind(req.new_idle_expires_at)
+            .bind(event.actor.clone())
+            .bind(event.action)
+            .bind(event.outcome)
+            .bind(event.details.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            let mut tx = self.begin_write().await?;
+            let outcome = self.diagnose_failed_rotation(&mut tx, &req).await?;
+            tx.commit().await?;
+            return Ok(outcome);
+        };
+        let roles = super::split_list(row.roles.as_deref().unwrap_or(""));
+        Ok(row.into_rotation(roles))
     }
 
     async fn diagnose_failed_rotation(

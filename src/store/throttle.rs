@@ -1,6 +1,6 @@
-//! Login attempts per normalized username, shared by every instance. An attempt is counted
-//! before its password is checked, one at a time per account, so a burst of concurrent guesses
-//! cannot slip past the limit: the attempt that reaches it locks the account for the rest.
+//! Consecutive failed logins per normalized username, shared by every instance. Only settled
+//! failures count here; how many checks of one account may be in flight at once is bounded
+//! in memory by `oauth::login_gate`.
 
 use sqlx::FromRow;
 
@@ -34,58 +34,43 @@ impl Store {
         .await?)
     }
 
-    /// Counts one attempt. Returns `None`, counting nothing, while the account is locked, else
-    /// the count including this attempt (for [`Store::reset_login_failures`]).
-    /// The attempt that brings the count to `max_failures` or beyond locks the account at
-    /// once, before its own password is checked; a success clears it all
-    /// ([`Store::reset_login_failures`]).
-    pub async fn begin_login_attempt(
+    /// Counts one failed password on the account and, at `max_failures` or beyond, locks it
+    /// for the backoff. Returns the count.
+    pub async fn record_login_failure(
         &self,
         username_normalized: &str,
         now: i64,
         max_failures: u32,
         max_backoff: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let state = sqlx::query_as::<_, ThrottleState>(
+        let (failures,): (i64,) = sqlx::query_as(
             "INSERT INTO login_throttle (username_normalized, failures, locked_until, updated_at) \
              VALUES ($1, 1, 0, $2) ON CONFLICT (username_normalized) DO UPDATE SET \
-             failures = CASE WHEN login_throttle.locked_until > $2 THEN login_throttle.failures \
-                             ELSE login_throttle.failures + 1 END, \
-             updated_at = $2 \
-             RETURNING failures, locked_until",
+             failures = login_throttle.failures + 1, updated_at = $2 \
+             RETURNING failures",
         )
         .bind(username_normalized)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        if state.locked_until > now {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        if state.failures >= i64::from(max_failures) {
+        if failures >= i64::from(max_failures) {
             sqlx::query(
                 "UPDATE login_throttle SET locked_until = $1 WHERE username_normalized = $2",
             )
-            .bind(now.saturating_add(backoff(state.failures, max_failures, max_backoff)))
+            .bind(now.saturating_add(backoff(failures, max_failures, max_backoff)))
             .bind(username_normalized)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        Ok(Some(state.failures))
+        Ok(failures)
     }
 
-    /// Clears the counter after a success, unless attempts counted after `seen` (concurrent
-    /// guesses) are there: those keep counting.
-    pub async fn reset_login_failures(
-        &self,
-        username_normalized: &str,
-        seen: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM login_throttle WHERE username_normalized = $1 AND failures <= $2")
+    /// A success ends the run of consecutive failures.
+    pub async fn clear_login_failures(&self, username_normalized: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_throttle WHERE username_normalized = $1")
             .bind(username_normalized)
-            .bind(seen)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -51,6 +51,10 @@ fn describe() {
         "Access tokens issued by grant and client"
     );
     describe_counter!(
+        "tessera_client_lookups_total",
+        "Client records looked up, from memory (the Postgres client cache) or the database"
+    );
+    describe_counter!(
         "tessera_login_failures_total",
         "Failed password logins by reason"
     );

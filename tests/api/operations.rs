@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use crate::both_backends;
-use crate::helpers::{Backend, PASSWORD, spawn_app};
+use tessera::store::{AuditFilter, AuditRow};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app};
 
 /// Parses the Prometheus text format into `name{labels}` → value, checking every line is
 /// either a comment or `series value`.
@@ -155,6 +157,36 @@ async fn metrics_parse_and_move(backend: Backend) {
     );
 }
 
+/// `login.failure` rows whose details name `reason`.
+fn reasons(rows: &[AuditRow], reason: &str) -> usize {
+    rows.iter()
+        .filter(|r| r.details.contains(&format!("\"{reason}\"")))
+        .count()
+}
+
+/// The `login.failure` audit rows once `enough` holds (they are written in batches), or after
+/// 2 s.
+async fn login_failures(app: &TestApp, enough: impl Fn(&[AuditRow]) -> bool) -> Vec<AuditRow> {
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = app
+            .admin
+            .store
+            .audit_query(&AuditFilter {
+                action: Some("login.failure".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        if enough(&rows) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    rows
+}
+
 async fn throttling_refuses_after_repeated_failures(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = app.seed().await;
@@ -182,26 +214,8 @@ async fn throttling_refuses_after_repeated_failures(backend: Backend) {
         );
     }
     // Failed logins change no state, so their audit rows are written in batches: poll.
-    let mut throttled = 0;
-    for _ in 0..100 {
-        throttled = app
-            .admin
-            .store
-            .audit_query(&tessera::store::AuditFilter {
-                action: Some("login.failure".into()),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .expect("audit")
-            .into_iter()
-            .filter(|r| r.details.contains("throttled"))
-            .count();
-        if throttled >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let rows = login_failures(&app, |rows| reasons(rows, "throttled") >= 2).await;
+    let throttled = reasons(&rows, "throttled");
     assert!(throttled >= 2, "throttled refusals are audited");
     // After the backoff the right password works again and resets the counter.
     app.clock
@@ -224,6 +238,45 @@ async fn throttling_refuses_after_repeated_failures(backend: Backend) {
             .status(),
         200
     );
+}
+
+/// Attempts are counted before the hash, so concurrent correct logins on one account are
+/// briefly "unproven" together; each success must take back what it counted, or a burst of
+/// legitimate logins (a shared account behind a busy gateway) would lock the account.
+async fn concurrent_correct_logins_never_lock_the_account(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| s.passwords.max_concurrent = 4).await;
+    let client = app.seed().await;
+    let max = app.settings.security.max_failures as usize;
+    for round in 0..3 {
+        let logins = (0..max * 4).map(|_| app.password_grant(&client, "alice", PASSWORD));
+        let statuses: Vec<u16> = futures::future::join_all(logins)
+            .await
+            .iter()
+            .map(|r| r.status().as_u16())
+            .collect();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "round {round}: {statuses:?}"
+        );
+    }
+    // A burst of concurrent guesses: exactly `max` of them reach a password check, the lock
+    // refuses the rest without hashing, and the right password is refused too.
+    let guesses = (0..max * 4).map(|_| app.password_grant(&client, "alice", "not it at all"));
+    for r in futures::future::join_all(guesses).await {
+        assert_eq!(r.status(), 400);
+    }
+    let locked = app.password_grant(&client, "alice", PASSWORD).await;
+    assert_eq!(locked.status(), 400, "locked after {max} failures");
+    let rows = login_failures(&app, |rows| {
+        reasons(rows, "wrong_password") + reasons(rows, "throttled") > max * 4
+    })
+    .await;
+    assert_eq!(
+        reasons(&rows, "wrong_password"),
+        max,
+        "checked, then locked"
+    );
+    assert_eq!(reasons(&rows, "throttled"), max * 3 + 1, "refused unhashed");
 }
 
 /// With metrics.bind set, /metrics moves to that listener and leaves the OAuth port.
@@ -260,6 +313,7 @@ async fn metrics_can_live_on_their_own_listener(backend: Backend) {
 }
 
 both_backends!(
+    concurrent_correct_logins_never_lock_the_account,
     metrics_can_live_on_their_own_listener,
     metrics_parse_and_move,
     throttling_refuses_after_repeated_failures

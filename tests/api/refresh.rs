@@ -112,6 +112,18 @@ async fn rotation_issues_a_new_token_and_retires_the_old(backend: Backend) {
 
     let success = audit(&app, "token.refresh").await;
     assert_eq!(success.len(), 2, "one token.refresh row per rotation");
+    // Postgres writes this row inside its one-statement rotation; it must read the same as
+    // the row SQLite's multi-statement path writes.
+    for row in &success {
+        assert_eq!(row.username.as_deref(), Some("alice"));
+        assert_eq!(row.client_id.as_deref(), Some("gateway"));
+        assert_eq!(row.actor, "client:gateway");
+        assert_eq!(row.outcome, "success");
+        assert_eq!(row.target, success[0].target, "both in one family");
+        assert!(!row.target.is_empty());
+        let details: serde_json::Value = serde_json::from_str(&row.details).expect("json");
+        assert_eq!(details, serde_json::json!({ "grant": "refresh_token" }));
+    }
 }
 
 async fn reuse_of_a_rotated_token_revokes_the_family(backend: Backend) {

@@ -581,6 +581,82 @@ async fn login_flood_stays_bounded() {
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
 }
 
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// On Postgres a server answers client authentication from memory once it has seen a client,
+/// and a change the CLI makes (another process) still reaches it: it LISTENs for the NOTIFY
+/// each change sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_come_from_memory_and_cli_changes_reach_the_server() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut server = Server::start(&db, &[]);
+    let http = reqwest::Client::new();
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+    let grant = |secret: String| {
+        let (http, url) = (http.clone(), server.url("/oauth/token"));
+        async move {
+            let r = http
+                .post(url)
+                .basic_auth("gw", Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .expect("answer");
+            r.status().as_u16()
+        }
+    };
+    let lookups = || async {
+        let text = http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        (
+            counter(&text, "tessera_client_lookups_total{source=\"memory\"}"),
+            counter(&text, "tessera_client_lookups_total{source=\"database\"}"),
+        )
+    };
+    for _ in 0..50 {
+        assert_eq!(grant(secret.clone()).await, 200);
+    }
+    let (memory, database) = lookups().await;
+    eprintln!("client lookups after 50 grants: memory {memory}, database {database}");
+    assert!(
+        memory >= 45.0,
+        "from memory: {memory} (database {database})"
+    );
+
+    let rotated: Value =
+        serde_json::from_str(&server.cli(&["client", "rotate-secret", "gw", "--json"], None))
+            .expect("json");
+    let new_secret = rotated["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert_eq!(grant(new_secret).await, 200, "the new secret works at once");
+    let start = Instant::now();
+    while grant(secret.clone()).await != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the old secret still works 5 s after the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "old secret refused {:?} after the CLI returned",
+        start.elapsed()
+    );
+}
+
 /// With SQLite and no key-encryption key configured, the first start writes one beside the
 /// database (mode 0600) and warns; a key file others can read is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

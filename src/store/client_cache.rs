@@ -1,0 +1,192 @@
+//! Client records kept in memory on Postgres, so that authenticating a client costs no round
+//! trip. Every change to a client NOTIFYs [`CHANNEL`] inside its transaction (whichever
+//! instance or CLI made it), and each server LISTENs and drops the entry when the change
+//! commits. While the listening connection is down the cache is empty and bypassed, so a
+//! notification missed during an outage cannot leave a stale client behind; entries also expire
+//! after [`MAX_AGE`], which bounds staleness on a silent network partition where the listener
+//! cannot tell it is cut off. Unknown client ids are never cached (callers choose them).
+//! SQLite needs none of this: its lookup is in-process already.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::ClientRecord;
+
+/// The NOTIFY channel; the payload is the client id.
+pub(super) const CHANNEL: &str = "tessera_clients";
+const MAX_AGE: Duration = Duration::from_secs(30);
+/// Far above any real number of clients; only a bound on memory.
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Default)]
+pub struct ClientCache {
+    inner: RwLock<Inner>,
+}
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.read();
+        f.debug_struct("ClientCache")
+            .field("live", &inner.live)
+            .field("entries", &inner.entries.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// True while the listener is connected and LISTENing.
+    live: bool,
+    /// Bumped by every invalidation, so a lookup that raced a change does not store what it
+    /// read before the change.
+    generation: u64,
+    entries: HashMap<String, (ClientRecord, Instant)>,
+}
+
+impl ClientCache {
+    pub(super) fn get(&self, client_id: &str) -> Option<ClientRecord> {
+        let inner = self.read();
+        if !inner.live {
+            return None;
+        }
+        let (record, at) = inner.entries.get(client_id)?;
+        (at.elapsed() < MAX_AGE).then(|| record.clone())
+    }
+
+    /// Take before reading a client from the database; `None` while the cache is bypassed.
+    pub(super) fn generation(&self) -> Option<u64> {
+        let inner = self.read();
+        inner.live.then_some(inner.generation)
+    }
+
+    /// Stores what was read under `generation`, unless something changed since.
+    pub(super) fn put(&self, generation: u64, record: &ClientRecord) {
+        let mut inner = self.write();
+        if !inner.live || inner.generation != generation {
+            return;
+        }
+        if inner.entries.len() >= MAX_ENTRIES {
+            inner.entries.clear();
+        }
+        inner
+            .entries
+            .insert(record.client_id.clone(), (record.clone(), Instant::now()));
+    }
+
+    fn invalidate(&self, client_id: &str) {
+        let mut inner = self.write();
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.entries.remove(client_id);
+    }
+
+    /// Empties the cache and turns it on or off (listener connected or not).
+    fn reset(&self, live: bool) {
+        let mut inner = self.write();
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.entries.clear();
+        inner.live = live;
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps `cache` in step with the database for as long as it runs: LISTENs on [`CHANNEL`],
+/// reconnecting after a second whenever the connection is lost.
+pub async fn listen(cache: Arc<ClientCache>, url: String) {
+    loop {
+        match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => {
+                    // Told at once when the connection drops (by default sqlx would first
+                    // try to reconnect, for up to its pool timeout, with the cache still on).
+                    listener.eager_reconnect(false);
+                    cache.reset(true);
+                    tracing::debug!("client cache on");
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(note)) => cache.invalidate(note.payload()),
+                            Ok(None) => {
+                                tracing::debug!("client cache off: listener connection lost");
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, "client cache off: listener failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "client cache off: LISTEN failed"),
+            },
+            Err(error) => tracing::debug!(%error, "client cache off: cannot connect"),
+        }
+        cache.reset(false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, name: &str) -> ClientRecord {
+        ClientRecord {
+            client_id: id.into(),
+            name: name.into(),
+            secret_hash: None,
+            grant_types: vec![],
+            scopes: vec![],
+            audiences: vec![],
+            access_ttl: None,
+            introspect: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn bypassed_until_the_listener_is_live() {
+        let cache = ClientCache::default();
+        assert_eq!(cache.generation(), None);
+        cache.put(0, &client("a", "A"));
+        assert!(cache.get("a").is_none());
+        cache.reset(true);
+        let generation = cache.generation().expect("live");
+        cache.put(generation, &client("a", "A"));
+        assert_eq!(cache.get("a").map(|c| c.name), Some("A".into()));
+        cache.reset(false);
+        assert!(
+            cache.get("a").is_none(),
+            "emptied when the listener is lost"
+        );
+    }
+
+    #[test]
+    fn a_read_that_raced_a_change_is_not_stored() {
+        let cache = ClientCache::default();
+        cache.reset(true);
+        let before = cache.generation().expect("live");
+        cache.invalidate("a");
+        cache.put(before, &client("a", "old"));
+        assert!(cache.get("a").is_none());
+    }
+
+    #[test]
+    fn a_change_drops_the_entry() {
+        let cache = ClientCache::default();
+        cache.reset(true);
+        let generation = cache.generation().expect("live");
+        cache.put(generation, &client("a", "A"));
+        cache.put(generation, &client("b", "B"));
+        cache.invalidate("a");
+        assert!(cache.get("a").is_none());
+        assert!(cache.get("b").is_some());
+    }
+}
