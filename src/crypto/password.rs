@@ -103,12 +103,21 @@ impl Hasher {
     }
 
     /// Waits (at most `queue_timeout`) for a hashing slot, so a caller can do work that must
-    /// happen under the slot (counting a login attempt) before the hash itself.
+    /// happen under the slot before the hash itself.
     pub async fn acquire(&self) -> Result<HashSlot, HashError> {
+        self.acquire_until(tokio::time::Instant::now() + self.queue_timeout)
+            .await
+    }
+
+    /// Waits until `deadline` at most for a hashing slot: a caller that already waited for
+    /// something else (the login gate) spends one `queue_timeout` in all.
+    pub async fn acquire_until(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<HashSlot, HashError> {
         let waiting = metrics::gauge!("tessera_password_hash_waiting");
         waiting.increment(1.0);
-        let permit =
-            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await;
         waiting.decrement(1.0);
         Ok(HashSlot {
             _permit: permit

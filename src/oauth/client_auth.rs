@@ -47,13 +47,13 @@ fn dummy_hash() -> &'static [u8] {
     DUMMY.get_or_init(|| tokens::hash(&tokens::generate(tokens::CLIENT_SECRET_PREFIX)))
 }
 
-async fn cached_or_stored(
-    store: &Store,
-    client_id: &str,
-) -> Result<Option<ClientRecord>, OAuthError> {
+/// A public client from memory when it is cached as public; anything else (unknown ids,
+/// confidential clients named without a secret) is decided by the database, so that only a
+/// success can be faster than one query.
+async fn public_client(store: &Store, client_id: &str) -> Result<Option<ClientRecord>, OAuthError> {
     match store.cached_client(client_id) {
-        Some(client) => Ok(Some(client)),
-        None => Ok(store.find_client(client_id).await?),
+        Some(client) if client.is_public() => Ok(Some(client)),
+        _ => Ok(store.find_client(client_id).await?),
     }
 }
 
@@ -64,7 +64,7 @@ pub async fn authenticate(store: &Store, auth: &ClientAuth) -> Result<ClientReco
         ClientAuth::Missing => Err(OAuthError::invalid_client(
             "client authentication is required",
         )),
-        ClientAuth::Public { client_id } => match cached_or_stored(store, client_id).await? {
+        ClientAuth::Public { client_id } => match public_client(store, client_id).await? {
             Some(client) if client.is_public() => Ok(client),
             _ => Err(failed()),
         },

@@ -7,101 +7,149 @@
 //! wait for those to settle (and then usually meet the lock). Memory, not the database, holds
 //! the in-flight count, so a crash cannot leave an account "busy".
 //!
-//! The room an account has is computed from a read of its failures, which a settle may
-//! overtake: a failure committed just after the read and then let go would free a place the
-//! stale count does not know is used up. Every settle therefore bumps an epoch under the same
-//! lock as the count, and an admission computed from a read older than the last settle is
-//! refused as stale (read again).
+//! Everything is per account, so a flood on some accounts costs the others nothing. The room
+//! an account has is computed from a read of its failures, which a settle may overtake: a
+//! failure committed just after the read and then let go would free a place the stale count
+//! does not know is used up. Every settle therefore bumps the account's epoch under the same
+//! lock as its count, and an admission computed from a read older than the last settle is
+//! refused as stale (read again). A settle wakes one waiter, not all: each settle frees one
+//! place, and a waiter that leaves without taking it passes the wake-up on.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct LoginGate {
-    state: Mutex<State>,
-    settled: Notify,
+    accounts: Mutex<HashMap<String, Account>>,
 }
 
 #[derive(Default)]
-struct State {
-    in_flight: HashMap<String, usize>,
-    /// Settles so far, on any account.
+struct Account {
+    in_flight: usize,
+    /// Settles so far.
     epoch: u64,
+    /// Tickets out: the entry lives while someone reads or checks.
+    watchers: usize,
+    settled: Arc<Notify>,
 }
 
 /// What [`LoginGate::try_enter`] decided.
-pub enum Entry<'a> {
-    Admitted(Admitted<'a>),
+pub enum Entry {
+    Admitted(Admitted),
     /// As many checks of the account are in flight as it has room for.
     Full,
-    /// Something settled since `epoch` was taken: read the failures again.
+    /// Something settled since the ticket was taken: read the failures again.
     Stale,
 }
 
+/// Taken before reading an account's failures: remembers the account's epoch at that moment
+/// and keeps its entry alive.
+pub struct Ticket {
+    gate: Arc<LoginGate>,
+    account: String,
+    epoch: u64,
+    settled: Arc<Notify>,
+}
+
 /// One admitted attempt; dropping it (also when the request is cancelled) frees its place.
-pub struct Admitted<'a> {
-    gate: &'a LoginGate,
+pub struct Admitted {
+    gate: Arc<LoginGate>,
     account: String,
 }
 
 impl LoginGate {
-    /// Take before reading the account's failures; pass to [`LoginGate::try_enter`].
-    pub fn epoch(&self) -> u64 {
-        self.lock().epoch
+    pub fn ticket(self: &Arc<Self>, account: &str) -> Ticket {
+        let mut accounts = self.lock();
+        let entry = accounts.entry(account.to_owned()).or_default();
+        entry.watchers += 1;
+        Ticket {
+            gate: self.clone(),
+            account: account.to_owned(),
+            epoch: entry.epoch,
+            settled: entry.settled.clone(),
+        }
     }
 
-    /// Admits an attempt on `account` if fewer than `room` are in flight there and nothing
-    /// settled since `epoch`, when `room` was read.
-    pub fn try_enter(&self, account: &str, room: usize, epoch: u64) -> Entry<'_> {
-        let mut state = self.lock();
-        if state.epoch != epoch {
+    /// Admits an attempt if fewer than `room` are in flight on the account and nothing
+    /// settled there since `ticket` was taken.
+    pub fn try_enter(&self, ticket: &Ticket, room: usize) -> Entry {
+        let mut accounts = self.lock();
+        let Some(entry) = accounts.get_mut(&ticket.account) else {
+            return Entry::Stale;
+        };
+        if entry.epoch != ticket.epoch {
             return Entry::Stale;
         }
-        let n = state.in_flight.get(account).copied().unwrap_or(0);
-        if n >= room {
+        if entry.in_flight >= room {
             return Entry::Full;
         }
-        state.in_flight.insert(account.to_owned(), n + 1);
+        entry.in_flight += 1;
         Entry::Admitted(Admitted {
-            gate: self,
-            account: account.to_owned(),
+            gate: ticket.gate.clone(),
+            account: ticket.account.clone(),
         })
     }
 
-    /// Resolves once some attempt has settled. Create it before [`LoginGate::try_enter`]
-    /// so that a settle in between is not missed.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
+        // Plain counters; a panic elsewhere cannot leave them inconsistent.
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_if_idle(accounts: &mut HashMap<String, Account>, account: &str) {
+        if accounts
+            .get(account)
+            .is_some_and(|a| a.in_flight == 0 && a.watchers == 0)
+        {
+            accounts.remove(account);
+        }
+    }
+}
+
+impl Ticket {
+    /// Resolves when an attempt on the account settles. Create it before
+    /// [`LoginGate::try_enter`] so that a settle in between is not missed (it also makes the
+    /// entry stale).
     pub fn settled(&self) -> tokio::sync::futures::Notified<'_> {
         self.settled.notified()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Plain counters; a panic elsewhere cannot leave them inconsistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Hands a wake-up this waiter will not use to the next one.
+    pub fn pass_on(&self) {
+        self.settled.notify_one();
     }
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut state = self.gate.lock();
-        state.epoch = state.epoch.wrapping_add(1);
-        if let Some(n) = state.in_flight.get_mut(&self.account) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                state.in_flight.remove(&self.account);
-            }
+        let mut accounts = self.gate.lock();
+        if let Some(entry) = accounts.get_mut(&self.account) {
+            entry.watchers = entry.watchers.saturating_sub(1);
         }
-        drop(state);
-        self.gate.settled.notify_waiters();
+        LoginGate::forget_if_idle(&mut accounts, &self.account);
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut accounts = self.gate.lock();
+        if let Some(entry) = accounts.get_mut(&self.account) {
+            entry.epoch = entry.epoch.wrapping_add(1);
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            entry.settled.notify_one();
+        }
+        LoginGate::forget_if_idle(&mut accounts, &self.account);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::{Entry, LoginGate};
 
-    fn admitted(entry: Entry<'_>) -> super::Admitted<'_> {
+    fn admitted(entry: Entry) -> super::Admitted {
         match entry {
             Entry::Admitted(a) => a,
             Entry::Full => panic!("full"),
@@ -111,39 +159,51 @@ mod tests {
 
     #[test]
     fn admits_up_to_room_and_frees_on_drop() {
-        let gate = LoginGate::default();
-        let e = gate.epoch();
-        let a = admitted(gate.try_enter("alice", 2, e));
-        let b = admitted(gate.try_enter("alice", 2, e));
-        assert!(matches!(gate.try_enter("alice", 2, e), Entry::Full));
-        let bob = admitted(gate.try_enter("bob", 1, e));
+        let gate = Arc::new(LoginGate::default());
+        let t = gate.ticket("alice");
+        let a = admitted(gate.try_enter(&t, 2));
+        let b = admitted(gate.try_enter(&t, 2));
+        assert!(matches!(gate.try_enter(&t, 2), Entry::Full));
+        let bob = gate.ticket("bob");
+        let c = admitted(gate.try_enter(&bob, 1));
         drop(a);
-        let e = gate.epoch();
-        let c = admitted(gate.try_enter("alice", 2, e));
-        drop((b, c, bob));
-        assert!(gate.lock().in_flight.is_empty(), "nothing left behind");
+        assert!(matches!(gate.try_enter(&t, 2), Entry::Stale));
+        drop(t);
+        let again = gate.ticket("alice");
+        let d = admitted(gate.try_enter(&again, 2));
+        drop((b, c, d, again, bob));
+        assert!(gate.lock().is_empty(), "nothing left behind");
     }
 
     #[test]
-    fn a_settle_after_the_read_makes_the_room_stale() {
-        let gate = LoginGate::default();
-        let a = admitted(gate.try_enter("alice", 1, gate.epoch()));
-        let read_at = gate.epoch();
+    fn a_settle_elsewhere_does_not_make_a_ticket_stale() {
+        let gate = Arc::new(LoginGate::default());
+        let alice = gate.ticket("alice");
+        let bob = gate.ticket("bob");
+        drop(admitted(gate.try_enter(&bob, 1)));
+        assert!(matches!(gate.try_enter(&alice, 1), Entry::Admitted(_)));
+    }
+
+    #[tokio::test]
+    async fn a_settle_wakes_a_waiter() {
+        let gate = Arc::new(LoginGate::default());
+        let t = gate.ticket("alice");
+        let a = admitted(gate.try_enter(&t, 1));
+        let waiter = gate.ticket("alice");
+        let settled = waiter.settled();
+        assert!(matches!(gate.try_enter(&waiter, 1), Entry::Full));
         drop(a);
-        assert!(matches!(gate.try_enter("alice", 1, read_at), Entry::Stale));
-        assert!(matches!(
-            gate.try_enter("alice", 1, gate.epoch()),
-            Entry::Admitted(_)
-        ));
+        tokio::time::timeout(std::time::Duration::from_secs(1), settled)
+            .await
+            .expect("woken");
     }
 
     #[test]
-    fn no_room_admits_nothing_and_stores_nothing() {
-        let gate = LoginGate::default();
-        assert!(matches!(
-            gate.try_enter("alice", 0, gate.epoch()),
-            Entry::Full
-        ));
-        assert!(gate.lock().in_flight.is_empty());
+    fn no_room_admits_nothing() {
+        let gate = Arc::new(LoginGate::default());
+        let t = gate.ticket("alice");
+        assert!(matches!(gate.try_enter(&t, 0), Entry::Full));
+        drop(t);
+        assert!(gate.lock().is_empty());
     }
 }

@@ -8,6 +8,7 @@ use crate::store::{AuditEvent, ClientRecord, NewFamily};
 
 use super::issue::{Subject, TokenResponse};
 use super::login_gate::{Admitted, Entry};
+
 use super::{OAuth, OAuthError, scope, usernames};
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -57,16 +58,22 @@ impl OAuth {
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         }
         let normalized = usernames::normalize(username);
+        // One queue timeout in all, for the gate and the hashing slot together.
+        let deadline = tokio::time::Instant::now() + self.hasher.queue_timeout();
         let (user, admission) = tokio::try_join!(
             async { Ok(self.store.find_user(&normalized).await?) },
-            self.admit_login(&normalized, now)
+            self.admit_login(&normalized, now, deadline)
         )?;
         let Some((admitted, failures)) = admission else {
             self.record(&[failure("throttled").outcome("denied")]).await;
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         };
+        let slot = self.hasher.acquire_until(deadline).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = self.hasher.verify(stored_hash.as_deref(), password).await?;
+        let verified = self
+            .hasher
+            .verify_in(slot, stored_hash.as_deref(), password)
+            .await?;
         let user = match user {
             Some(user) if verified.ok && !user.disabled => user,
             other => {
@@ -75,23 +82,16 @@ impl OAuth {
                     Some(u) if u.disabled && verified.ok => "disabled",
                     Some(_) => "wrong_password",
                 };
-                self.store
-                    .record_login_failure(
-                        &normalized,
-                        now,
-                        self.policy.max_failures,
-                        self.policy.max_backoff,
-                    )
-                    .await?;
-                // Settled (and locked, if this was the last try) before the next one is let in.
-                drop(admitted);
+                self.settle_failure(admitted, normalized).await?;
                 self.record(&[failure(reason)]).await;
                 return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
             }
         };
         // Most logins follow no failure, and then there is nothing to clear.
         if failures > 0 {
-            self.store.clear_login_failures(&normalized).await?;
+            self.store
+                .clear_login_failures(&normalized, failures)
+                .await?;
         }
         drop(admitted);
 
@@ -158,24 +158,26 @@ impl OAuth {
         &self,
         account: &str,
         now: i64,
-    ) -> Result<Option<(Admitted<'_>, i64)>, OAuthError> {
-        let deadline = tokio::time::Instant::now() + self.hasher.queue_timeout();
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(Admitted, i64)>, OAuthError> {
         loop {
-            let settled = self.login_gate.settled();
-            let epoch = self.login_gate.epoch();
+            let ticket = self.login_gate.ticket(account);
+            let settled = ticket.settled();
             let (failures, locked_until) = self
                 .store
                 .login_throttle(account)
                 .await?
                 .map_or((0, 0), |t| (t.failures, t.locked_until));
             if locked_until > now {
+                // Whoever woke this waiter freed a place it will not take.
+                ticket.pass_on();
                 return Ok(None);
             }
             // Once a lock has run out, one check at a time: each failure relocks for longer.
             let room = usize::try_from(i64::from(self.policy.max_failures) - failures)
                 .unwrap_or(0)
                 .max(1);
-            match self.login_gate.try_enter(account, room, epoch) {
+            match self.login_gate.try_enter(&ticket, room) {
                 Entry::Admitted(admitted) => return Ok(Some((admitted, failures))),
                 Entry::Stale if tokio::time::Instant::now() < deadline => continue,
                 Entry::Stale => return Err(HashError::Busy.into()),
@@ -185,6 +187,43 @@ impl OAuth {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts a failed check, then frees its place in the gate, so the next attempt sees the
+    /// count (and the lock). Fails closed: until the count is written the place stays taken,
+    /// by a task that retries for a minute even if this request is cancelled, so a database
+    /// error never turns into an uncounted guess.
+    async fn settle_failure(&self, admitted: Admitted, account: String) -> Result<(), OAuthError> {
+        let (store, clock, policy) = (self.store.clone(), self.clock.clone(), self.policy.clone());
+        let (first, first_outcome) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut first = Some(first);
+            for _ in 0..60 {
+                // The time of the failure, not of the request: a request that queued must not
+                // write a lock that has already run out.
+                let result = store
+                    .record_login_failure(
+                        &account,
+                        clock.now(),
+                        policy.max_failures,
+                        policy.max_backoff,
+                    )
+                    .await;
+                let done = result.is_ok();
+                if let Some(first) = first.take() {
+                    let _ = first.send(result);
+                }
+                if done {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            drop(admitted);
+        });
+        match first_outcome.await {
+            Ok(result) => result.map(drop).map_err(OAuthError::from),
+            Err(_) => Err(OAuthError::Server("login failure task ended early".into())),
         }
     }
 

@@ -2,9 +2,12 @@
 //! trip. Every change to a client NOTIFYs [`CHANNEL`] inside its transaction (whichever
 //! instance or CLI made it), and each server LISTENs and drops the entry when the change
 //! commits. While the listening connection is down the cache is empty and bypassed, so a
-//! notification missed during an outage cannot leave a stale client behind; entries also expire
-//! after [`MAX_AGE`], which bounds staleness on a silent network partition where the listener
-//! cannot tell it is cut off. Unknown client ids are never cached (callers choose them).
+//! notification missed during an outage cannot leave a stale client behind. A heartbeat
+//! NOTIFY every [`HEARTBEAT`] tells a silently cut connection from a quiet one, and entries
+//! expire after [`MAX_AGE`] regardless. Unknown client ids are never cached (callers choose
+//! them). LISTEN needs a session: behind a transaction-pooling proxy (pgbouncer in
+//! transaction mode) no notification arrives, the heartbeat is never heard, and the cache
+//! stays off.
 //! SQLite needs none of this: its lookup is in-process already.
 
 use std::collections::HashMap;
@@ -97,38 +100,89 @@ impl ClientCache {
     }
 }
 
+/// How often each server NOTIFYs an empty payload to itself (and the others) on [`CHANNEL`].
+/// A listener that hears none for three periods is taken for cut off, even when its socket
+/// does not say so (a NAT or firewall that dropped the connection silently).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// Keeps `cache` in step with the database for as long as it runs: LISTENs on [`CHANNEL`],
-/// reconnecting after a second whenever the connection is lost.
-pub async fn listen(cache: Arc<ClientCache>, url: String) {
+/// and starts over a second after the listener is lost.
+pub async fn listen(cache: Arc<ClientCache>, url: String, pool: sqlx::AnyPool) {
     loop {
-        match sqlx::postgres::PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => {
-                    // Told at once when the connection drops (by default sqlx would first
-                    // try to reconnect, for up to its pool timeout, with the cache still on).
-                    listener.eager_reconnect(false);
-                    cache.reset(true);
-                    tracing::debug!("client cache on");
-                    loop {
-                        match listener.try_recv().await {
-                            Ok(Some(note)) => cache.invalidate(note.payload()),
-                            Ok(None) => {
-                                tracing::debug!("client cache off: listener connection lost");
-                                break;
-                            }
-                            Err(error) => {
-                                tracing::debug!(%error, "client cache off: listener failed");
-                                break;
-                            }
-                        }
+        let lost = follow(&cache, &url, &pool).await;
+        cache.reset(false);
+        tracing::debug!(reason = %lost, "client cache off");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Applies notifications to `cache` until the listener is lost; returns why.
+async fn follow(cache: &ClientCache, url: &str, pool: &sqlx::AnyPool) -> String {
+    let mut listener = match sqlx::postgres::PgListener::connect(url).await {
+        Ok(listener) => listener,
+        Err(error) => return format!("cannot connect: {error}"),
+    };
+    if let Err(error) = listener.listen(CHANNEL).await {
+        return format!("LISTEN failed: {error}");
+    }
+    // Told at once when the connection drops (by default sqlx would first try to reconnect,
+    // for up to its pool timeout, with the cache still on).
+    listener.eager_reconnect(false);
+    // The listener runs in its own task, so that the heartbeat check never cancels a receive
+    // halfway through a message.
+    let (notes, mut received) = tokio::sync::mpsc::channel::<String>(1024);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(note)) = listener.try_recv().await {
+            if notes.send(note.payload().to_owned()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    let mut last_heard = Instant::now();
+    let mut on = false;
+    loop {
+        tokio::select! {
+            note = received.recv() => match note {
+                None => return "listener connection lost".into(),
+                Some(client_id) => {
+                    last_heard = Instant::now();
+                    // On only once a notification has made the round trip: a LISTEN that
+                    // hears nothing (a transaction-pooling proxy) never turns the cache on.
+                    if !on {
+                        cache.reset(true);
+                        on = true;
+                        tracing::debug!("client cache on");
+                    }
+                    if !client_id.is_empty() {
+                        cache.invalidate(&client_id);
                     }
                 }
-                Err(error) => tracing::debug!(%error, "client cache off: LISTEN failed"),
             },
-            Err(error) => tracing::debug!(%error, "client cache off: cannot connect"),
+            _ = beat.tick() => {
+                if last_heard.elapsed() > 3 * HEARTBEAT {
+                    return "no heartbeat heard".into();
+                }
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    // Through the pool: while the database is unreachable this fails, no
+                    // heartbeat comes back, and the cache turns itself off.
+                    let _ = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(CHANNEL)
+                        .execute(&pool)
+                        .await;
+                });
+            }
         }
-        cache.reset(false);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

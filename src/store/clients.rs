@@ -148,7 +148,11 @@ impl Store {
         }
         let cache = Arc::new(ClientCache::default());
         self.clients = Some(cache.clone());
-        Some(client_cache::listen(cache, url.to_owned()))
+        Some(client_cache::listen(
+            cache,
+            url.to_owned(),
+            self.pool.clone(),
+        ))
     }
 
     /// Tells every instance's client cache that `client_id` changed, when `tx` commits.

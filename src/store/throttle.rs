@@ -55,8 +55,11 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if failures >= i64::from(max_failures) {
+            // Never shortens a lock a concurrent failure set.
             sqlx::query(
-                "UPDATE login_throttle SET locked_until = $1 WHERE username_normalized = $2",
+                "UPDATE login_throttle SET locked_until = \
+                 CASE WHEN locked_until > $1 THEN locked_until ELSE $1 END \
+                 WHERE username_normalized = $2",
             )
             .bind(now.saturating_add(backoff(failures, max_failures, max_backoff)))
             .bind(username_normalized)
@@ -67,10 +70,16 @@ impl Store {
         Ok(failures)
     }
 
-    /// A success ends the run of consecutive failures.
-    pub async fn clear_login_failures(&self, username_normalized: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM login_throttle WHERE username_normalized = $1")
+    /// A success ends the run of consecutive failures: the `seen` failures read before its
+    /// check. Failures (and a lock) that other attempts added meanwhile stay.
+    pub async fn clear_login_failures(
+        &self,
+        username_normalized: &str,
+        seen: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_throttle WHERE username_normalized = $1 AND failures <= $2")
             .bind(username_normalized)
+            .bind(seen)
             .execute(&self.pool)
             .await?;
         Ok(())
