@@ -108,9 +108,9 @@ impl LoginGate {
 }
 
 impl Ticket {
-    /// Resolves when an attempt on the account settles. Create it before
-    /// [`LoginGate::try_enter`] so that a settle in between is not missed (it also makes the
-    /// entry stale).
+    /// Resolves when an attempt on the account settles. A settle with nobody waiting leaves
+    /// its wake-up behind for the next waiter, so none is lost between a `Full` answer and
+    /// the wait.
     pub fn settled(&self) -> tokio::sync::futures::Notified<'_> {
         self.settled.notified()
     }

@@ -4,10 +4,10 @@ use serde_json::json;
 
 use crate::crypto::password::HashError;
 use crate::crypto::tokens;
-use crate::store::{AuditEvent, ClientRecord, NewFamily};
+use crate::store::{AuditEvent, ClientRecord, NewFamily, ThrottleState};
 
 use super::issue::{Subject, TokenResponse};
-use super::login_gate::{Admitted, Entry};
+use super::login_gate::{Admitted, Entry, Ticket};
 
 use super::{OAuth, OAuthError, scope, usernames};
 
@@ -60,10 +60,12 @@ impl OAuth {
         let normalized = usernames::normalize(username);
         // One queue timeout in all, for the gate and the hashing slot together.
         let deadline = tokio::time::Instant::now() + self.hasher.queue_timeout();
-        let (user, admission) = tokio::try_join!(
-            async { Ok(self.store.find_user(&normalized).await?) },
-            self.admit_login(&normalized, now, deadline)
-        )?;
+        // Taken before the read, so that a settle after it shows.
+        let ticket = self.login_gate.ticket(&normalized);
+        let (user, throttle) = self.store.find_login(&normalized).await?;
+        let admission = self
+            .admit_login(&normalized, now, deadline, ticket, throttle)
+            .await?;
         let Some((admitted, failures)) = admission else {
             self.record(&[failure("throttled").outcome("denied")]).await;
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
@@ -159,15 +161,12 @@ impl OAuth {
         account: &str,
         now: i64,
         deadline: tokio::time::Instant,
+        mut ticket: Ticket,
+        mut throttle: Option<ThrottleState>,
     ) -> Result<Option<(Admitted, i64)>, OAuthError> {
         loop {
-            let ticket = self.login_gate.ticket(account);
-            let settled = ticket.settled();
-            let (failures, locked_until) = self
-                .store
-                .login_throttle(account)
-                .await?
-                .map_or((0, 0), |t| (t.failures, t.locked_until));
+            let (failures, locked_until) =
+                throttle.map_or((0, 0), |t| (t.failures, t.locked_until));
             if locked_until > now {
                 // Whoever woke this waiter freed a place it will not take.
                 ticket.pass_on();
@@ -179,14 +178,19 @@ impl OAuth {
                 .max(1);
             match self.login_gate.try_enter(&ticket, room) {
                 Entry::Admitted(admitted) => return Ok(Some((admitted, failures))),
-                Entry::Stale if tokio::time::Instant::now() < deadline => continue,
+                Entry::Stale if tokio::time::Instant::now() < deadline => {}
                 Entry::Stale => return Err(HashError::Busy.into()),
                 Entry::Full => {
-                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                    if tokio::time::timeout_at(deadline, ticket.settled())
+                        .await
+                        .is_err()
+                    {
                         return Err(HashError::Busy.into());
                     }
                 }
             }
+            ticket = self.login_gate.ticket(account);
+            throttle = self.store.login_throttle(account).await?;
         }
     }
 

@@ -89,48 +89,65 @@ pub struct AuditFilter {
 /// Rows per INSERT statement: 8 parameters each stays far below both backends' limits.
 pub const MAX_BATCH: usize = 500;
 
-/// Inserts events with one multi-row statement per [`MAX_BATCH`] rows.
-pub(super) async fn insert(
-    conn: &mut AnyConnection,
-    events: &[AuditEvent],
-) -> Result<(), sqlx::Error> {
-    for chunk in events.chunks(MAX_BATCH) {
-        let mut sql = String::from(
-            "INSERT INTO audit_log (at, actor, action, target, outcome, username, client_id, details) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let p = i * 8;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
+/// The audit columns, in the order [`values`] and [`bind`] use.
+pub(super) const COLUMNS: &str = "at, actor, action, target, outcome, username, client_id, details";
+
+/// `($first, ...), (...)`: one row of numbered placeholders per event, for [`bind`].
+pub(super) fn values(first: usize, events: usize) -> String {
+    (0..events)
+        .map(|i| {
+            let p = first + i * 8;
+            format!(
                 "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p,
                 p + 1,
                 p + 2,
                 p + 3,
                 p + 4,
                 p + 5,
                 p + 6,
-                p + 7,
-                p + 8
-            ));
-        }
+                p + 7
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `events` to the placeholders [`values`] made.
+pub(super) fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    events: &[AuditEvent],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for e in events {
+        query = query
+            .bind(e.at)
+            .bind(e.actor.clone())
+            .bind(e.action)
+            .bind(e.target.clone())
+            .bind(e.outcome)
+            // Stored lower-case (as usernames are normalized) so that `tessera audit
+            // --user` finds every event of an account whatever case was typed.
+            .bind(e.username.as_deref().map(str::to_lowercase))
+            .bind(e.client_id.clone())
+            .bind(e.details.to_string());
+    }
+    query
+}
+
+/// Inserts events with one multi-row statement per [`MAX_BATCH`] rows.
+pub(super) async fn insert(
+    conn: &mut AnyConnection,
+    events: &[AuditEvent],
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(MAX_BATCH) {
+        let sql = format!(
+            "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+            values(1, chunk.len())
+        );
         // Only numbered placeholders are generated; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            query = query
-                .bind(e.at)
-                .bind(e.actor.clone())
-                .bind(e.action)
-                .bind(e.target.clone())
-                .bind(e.outcome)
-                // Stored lower-case (as usernames are normalized) so that `tessera audit
-                // --user` finds every event of an account whatever case was typed.
-                .bind(e.username.as_deref().map(str::to_lowercase))
-                .bind(e.client_id.clone())
-                .bind(e.details.to_string());
-        }
-        query.execute(&mut *conn).await?;
+        bind(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

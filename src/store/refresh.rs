@@ -244,6 +244,9 @@ impl Store {
         family: &NewFamily,
         events: &[AuditEvent],
     ) -> Result<bool, StoreError> {
+        if self.backend == super::Backend::Postgres && events.len() <= audit::MAX_BATCH {
+            return self.create_family_in_one_statement(family, events).await;
+        }
         let mut tx = self.begin_write().await?;
         // The user row is read under a share lock on Postgres: a concurrent password change or
         // disable either commits first (and this sees it) or waits for this login to commit
@@ -289,6 +292,47 @@ impl Store {
         audit::insert(&mut tx, events).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// [`Store::create_family`] in one round trip and one commit (Postgres): the same share
+    /// lock on the user row, then the family, its first token and the audit rows, each only
+    /// if the user check passed.
+    async fn create_family_in_one_statement(
+        &self,
+        family: &NewFamily,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "WITH checked AS ( \
+                 SELECT id FROM users WHERE id = $1 AND disabled = 0 AND password_hash = $2 \
+                 FOR SHARE \
+             ), family AS ( \
+                 INSERT INTO refresh_families (id, user_id, client_id, scope, created_at, expires_at) \
+                 SELECT $3, id, $4, $5, $6, $7 FROM checked RETURNING id \
+             ), first_token AS ( \
+                 INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at) \
+                 SELECT $8, id, $6, $9 FROM family \
+             ), logged AS ( \
+                 INSERT INTO audit_log ({columns}) SELECT * FROM (VALUES {values}) AS v ({columns}) \
+                 WHERE EXISTS (SELECT 1 FROM family) \
+             ) \
+             SELECT COUNT(*) FROM family",
+            columns = audit::COLUMNS,
+            values = audit::values(10, events.len()),
+        );
+        // Only numbered placeholders are generated; every value is bound.
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&family.user_id)
+            .bind(&family.verified_password_hash)
+            .bind(&family.id)
+            .bind(&family.client_id)
+            .bind(&family.scope)
+            .bind(family.created_at)
+            .bind(family.expires_at)
+            .bind(family.token_hash.clone())
+            .bind(family.idle_expires_at);
+        let row = audit::bind(query, events).fetch_one(&self.pool).await?;
+        Ok(sqlx::Row::try_get::<i64, _>(&row, 0)? == 1)
     }
 
     /// Rotates a refresh token: marks the presented one used and issues its successor, in one

@@ -4,7 +4,22 @@
 
 use sqlx::FromRow;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, UserRecord};
+
+/// A user (all columns NULL when there is none), one of their roles, and the throttle state.
+#[derive(FromRow)]
+struct LoginRow {
+    id: Option<String>,
+    username: Option<String>,
+    password_hash: Option<String>,
+    disabled: Option<i64>,
+    created_at: Option<i64>,
+    updated_at: Option<i64>,
+    password_changed_at: Option<i64>,
+    role_name: Option<String>,
+    failures: Option<i64>,
+    locked_until: Option<i64>,
+}
 
 #[derive(Debug, Clone, Copy, FromRow)]
 pub struct ThrottleState {
@@ -32,6 +47,48 @@ impl Store {
         .bind(username_normalized)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// What a login needs before its password check, in one round trip: the user (if any)
+    /// with roles, and the account's throttle state (kept for unknown names too).
+    pub async fn find_login(
+        &self,
+        username_normalized: &str,
+    ) -> Result<(Option<UserRecord>, Option<ThrottleState>), StoreError> {
+        let rows = sqlx::query_as::<_, LoginRow>(
+            "SELECT u.id, u.username, u.password_hash, u.disabled, u.created_at, u.updated_at, \
+             u.password_changed_at, r.role_name, t.failures, t.locked_until \
+             FROM (SELECT CAST($1 AS TEXT) AS name) q \
+             LEFT JOIN users u ON u.username_normalized = q.name \
+             LEFT JOIN user_roles r ON r.user_id = u.id \
+             LEFT JOIN login_throttle t ON t.username_normalized = q.name",
+        )
+        .bind(username_normalized)
+        .fetch_all(&self.pool)
+        .await?;
+        let throttle = rows.first().and_then(|r| {
+            Some(ThrottleState {
+                failures: r.failures?,
+                locked_until: r.locked_until?,
+            })
+        });
+        let mut rows = rows.into_iter();
+        let user = rows.next().and_then(|first| {
+            let mut user = UserRecord {
+                id: first.id?,
+                username: first.username?,
+                password_hash: first.password_hash?,
+                disabled: first.disabled? != 0,
+                roles: first.role_name.into_iter().collect(),
+                created_at: first.created_at?,
+                updated_at: first.updated_at?,
+                password_changed_at: first.password_changed_at?,
+            };
+            user.roles.extend(rows.filter_map(|r| r.role_name));
+            user.roles.sort();
+            Some(user)
+        });
+        Ok((user, throttle))
     }
 
     /// Counts one failed password on the account and, at `max_failures` or beyond, locks it

@@ -185,6 +185,41 @@ async fn refresh_rotation_is_compare_and_set(backend: Backend) {
         .expect("family")
         .then_some(())
         .expect("family created for an unchanged user");
+    // A login whose verified hash is no longer the user's creates nothing, audit rows included.
+    let stale = store
+        .create_family(
+            &NewFamily {
+                id: "f-stale".into(),
+                user_id: "u1".into(),
+                client_id: "c".into(),
+                scope: "read".into(),
+                created_at: 1_000,
+                expires_at: 10_000,
+                token_hash: b"t-stale".to_vec(),
+                idle_expires_at: 2_000,
+                verified_password_hash: "$argon2id$changed".into(),
+            },
+            &[event("token.issued"), event("login.success")],
+        )
+        .await
+        .expect("family");
+    assert!(!stale, "no family after a password change");
+    assert!(
+        store
+            .find_refresh_token(b"t-stale")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let issued = store
+        .audit_query(&tessera::store::AuditFilter {
+            action: Some("token.issued".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(issued.len(), 1, "the refused login wrote no audit rows");
 
     match store
         .rotate_refresh_token(rotation(b"t1", b"t2", "c", 1_100))
