@@ -13,7 +13,8 @@
 //! does not know is used up. Every settle therefore bumps the account's epoch under the same
 //! lock as its count, and an admission computed from a read older than the last settle is
 //! refused as stale (read again). A settle wakes one waiter, not all: each settle frees one
-//! place, and a waiter that leaves without taking it passes the wake-up on.
+//! place; a waiter admitted with room to spare wakes the next, and a waiter that leaves
+//! without taking the place passes the wake-up on ([`Baton`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,10 @@ impl LoginGate {
             return Entry::Full;
         }
         entry.in_flight += 1;
+        if entry.in_flight < room {
+            // Room is left: the next waiter may come in too (wake-ups chain one by one).
+            entry.settled.notify_one();
+        }
         Entry::Admitted(Admitted {
             gate: ticket.gate.clone(),
             account: ticket.account.clone(),
@@ -114,10 +119,27 @@ impl Ticket {
     pub fn settled(&self) -> tokio::sync::futures::Notified<'_> {
         self.settled.notified()
     }
+}
 
-    /// Hands a wake-up this waiter will not use to the next one.
-    pub fn pass_on(&self) {
-        self.settled.notify_one();
+/// A wake-up a waiter holds; dropped while armed, it goes to the next waiter.
+#[derive(Default)]
+pub struct Baton(Option<Arc<Notify>>);
+
+impl Baton {
+    pub fn arm(&mut self, ticket: &Ticket) {
+        self.0 = Some(ticket.settled.clone());
+    }
+
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        if let Some(settled) = self.0.take() {
+            settled.notify_one();
+        }
     }
 }
 
@@ -196,6 +218,30 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), settled)
             .await
             .expect("woken");
+    }
+
+    /// A success that frees several places: the woken waiter, admitted with room to spare,
+    /// wakes the next one instead of leaving it to time out.
+    #[tokio::test]
+    async fn wake_ups_chain_while_room_is_left() {
+        let gate = Arc::new(LoginGate::default());
+        let first = gate.ticket("alice");
+        let running = admitted(gate.try_enter(&first, 1));
+        let (w1, w2) = (gate.ticket("alice"), gate.ticket("alice"));
+        let mut n1 = std::pin::pin!(w1.settled());
+        let mut n2 = std::pin::pin!(w2.settled());
+        n1.as_mut().enable();
+        n2.as_mut().enable();
+        drop(running);
+        let wait = std::time::Duration::from_secs(1);
+        tokio::time::timeout(wait, n1)
+            .await
+            .expect("first waiter woken");
+        let retry = gate.ticket("alice");
+        let _in = admitted(gate.try_enter(&retry, 3));
+        tokio::time::timeout(wait, n2)
+            .await
+            .expect("the second waiter is woken by the first one's admission");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::crypto::tokens;
 use crate::store::{AuditEvent, ClientRecord, NewFamily, ThrottleState};
 
 use super::issue::{Subject, TokenResponse};
-use super::login_gate::{Admitted, Entry, Ticket};
+use super::login_gate::{Admitted, Baton, Entry, Ticket};
 
 use super::{OAuth, OAuthError, scope, usernames};
 
@@ -164,28 +164,38 @@ impl OAuth {
         mut ticket: Ticket,
         mut throttle: Option<ThrottleState>,
     ) -> Result<Option<(Admitted, i64)>, OAuthError> {
+        // Armed while this waiter holds a wake-up it has not used: whatever way it leaves
+        // (locked, timed out, an error, cancelled), the next waiter gets it.
+        let mut baton = Baton::default();
         loop {
             let (failures, locked_until) =
                 throttle.map_or((0, 0), |t| (t.failures, t.locked_until));
             if locked_until > now {
-                // Whoever woke this waiter freed a place it will not take.
-                ticket.pass_on();
                 return Ok(None);
             }
             // Once a lock has run out, one check at a time: each failure relocks for longer.
             let room = usize::try_from(i64::from(self.policy.max_failures) - failures)
                 .unwrap_or(0)
                 .max(1);
-            match self.login_gate.try_enter(&ticket, room) {
-                Entry::Admitted(admitted) => return Ok(Some((admitted, failures))),
-                Entry::Stale if tokio::time::Instant::now() < deadline => {}
-                Entry::Stale => return Err(HashError::Busy.into()),
-                Entry::Full => {
-                    if tokio::time::timeout_at(deadline, ticket.settled())
-                        .await
-                        .is_err()
-                    {
-                        return Err(HashError::Busy.into());
+            {
+                // Registered before the check, so that every settle after it reaches a
+                // different waiter.
+                let mut settled = std::pin::pin!(ticket.settled());
+                settled.as_mut().enable();
+                match self.login_gate.try_enter(&ticket, room) {
+                    Entry::Admitted(admitted) => {
+                        baton.disarm();
+                        return Ok(Some((admitted, failures)));
+                    }
+                    Entry::Stale if tokio::time::Instant::now() < deadline => {}
+                    Entry::Stale => return Err(HashError::Busy.into()),
+                    Entry::Full => {
+                        // Someone else took the place this wake-up announced.
+                        baton.disarm();
+                        if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                            return Err(HashError::Busy.into());
+                        }
+                        baton.arm(&ticket);
                     }
                 }
             }
@@ -196,14 +206,16 @@ impl OAuth {
 
     /// Counts a failed check, then frees its place in the gate, so the next attempt sees the
     /// count (and the lock). Fails closed: until the count is written the place stays taken,
-    /// by a task that retries for a minute even if this request is cancelled, so a database
-    /// error never turns into an uncounted guess.
+    /// by a task that keeps retrying (backing off to every 30 s) even if this request is
+    /// cancelled, so a database error never turns into an uncounted guess. The places held
+    /// so are bounded by the gate (`max_failures` per account).
     async fn settle_failure(&self, admitted: Admitted, account: String) -> Result<(), OAuthError> {
         let (store, clock, policy) = (self.store.clone(), self.clock.clone(), self.policy.clone());
         let (first, first_outcome) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let mut first = Some(first);
-            for _ in 0..60 {
+            let mut pause = std::time::Duration::from_secs(1);
+            loop {
                 // The time of the failure, not of the request: a request that queued must not
                 // write a lock that has already run out.
                 let result = store
@@ -221,7 +233,8 @@ impl OAuth {
                 if done {
                     break;
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
             }
             drop(admitted);
         });

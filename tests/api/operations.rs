@@ -259,6 +259,28 @@ async fn concurrent_correct_logins_never_lock_the_account(backend: Backend) {
             "round {round}: {statuses:?}"
         );
     }
+    // One failure short of the lock, the account has room for one check at a time; the first
+    // success clears the failures and the others must follow it in, not time out with 503.
+    for _ in 1..max {
+        assert_eq!(
+            app.password_grant(&client, "alice", "not it at all")
+                .await
+                .status(),
+            400
+        );
+    }
+    let logins = (0..max * 2).map(|_| app.password_grant(&client, "alice", PASSWORD));
+    let statuses: Vec<u16> = futures::future::join_all(logins)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "after {} failures: {statuses:?}",
+        max - 1
+    );
+
     // A burst of concurrent guesses: exactly `max` of them reach a password check, the lock
     // refuses the rest without hashing, and the right password is refused too.
     let guesses = (0..max * 4).map(|_| app.password_grant(&client, "alice", "not it at all"));
@@ -267,12 +289,14 @@ async fn concurrent_correct_logins_never_lock_the_account(backend: Backend) {
     }
     let locked = app.password_grant(&client, "alice", PASSWORD).await;
     assert_eq!(locked.status(), 400, "locked after {max} failures");
+    // The max - 1 failures before the correct burst are in the log too.
+    let earlier = max - 1;
     let rows = login_failures(&app, |rows| {
-        reasons(rows, "wrong_password") + reasons(rows, "throttled") > max * 4
+        reasons(rows, "wrong_password") + reasons(rows, "throttled") > earlier + max * 4
     })
     .await;
     assert_eq!(
-        reasons(&rows, "wrong_password"),
+        reasons(&rows, "wrong_password") - earlier,
         max,
         "checked, then locked"
     );
