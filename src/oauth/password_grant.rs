@@ -71,11 +71,8 @@ impl OAuth {
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         };
         let slot = self.hasher.acquire_until(deadline).await?;
-        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = self
-            .hasher
-            .verify_in(slot, stored_hash.as_deref(), password)
-            .await?;
+        let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
+        let verified = self.hasher.verify_in(slot, stored_hash, password).await?;
         let user = match user {
             Some(user) if verified.ok && !user.disabled => user,
             other => {
@@ -84,8 +81,11 @@ impl OAuth {
                     Some(u) if u.disabled && verified.ok => "disabled",
                     Some(_) => "wrong_password",
                 };
-                self.settle_failure(admitted, normalized).await?;
+                let settled = self.settle_failure(admitted, normalized).await;
+                // Audited even when the count could not be written yet (the batched writer
+                // keeps it until the database is back).
                 self.record(&[failure(reason)]).await;
+                settled?;
                 return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
             }
         };
