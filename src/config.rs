@@ -166,6 +166,8 @@ pub struct TokenSettings {
     pub default_audience: String,
     /// Claim name carrying the user's roles.
     pub roles_claim: String,
+    /// Access tokens whose signature introspection remembers (0: verify every time).
+    pub introspection_cache: usize,
 }
 
 #[derive(Clone, Deserialize)]

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::keys::Kek;
 use crate::crypto::password::Hasher;
+use crate::crypto::verified::VerifiedTokens;
 use crate::http::{self, AppState};
 use crate::oauth::keyring::KeyPolicy;
 use crate::oauth::maintenance::{CleanupPolicy, collect_garbage};
@@ -163,6 +164,7 @@ impl Application {
         let client_cache = store
             .cache_clients(settings.database.url.expose())
             .map(tokio::spawn);
+        let access_checks = store.batch_access_checks().map(tokio::spawn);
         let kek = load_kek(&settings, store.backend(), true)?;
         let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
             .await
@@ -178,6 +180,7 @@ impl Application {
             audit,
             audit_limit: Arc::default(),
             login_gate: Arc::default(),
+            verified: Arc::new(VerifiedTokens::new(settings.tokens.introspection_cache)),
         };
         let issuer = settings.issuer_base().to_owned();
         let algorithm = settings.keys.algorithm.as_str();
@@ -276,6 +279,7 @@ impl Application {
             background: [maintenance, cleanup]
                 .into_iter()
                 .chain(client_cache)
+                .chain(access_checks)
                 .collect(),
             audit_task,
         })

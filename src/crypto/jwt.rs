@@ -146,9 +146,25 @@ impl VerificationKeys {
         issuer: &str,
         now: i64,
     ) -> Result<Map<String, Value>, VerifyError> {
+        self.verify_keyed(token, issuer, now)
+            .map(|(_, claims)| claims)
+    }
+
+    /// Whether a key of this id is among the published ones.
+    pub fn has_key(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    /// [`Self::verify`], also returning the id of the key that signed.
+    pub fn verify_keyed(
+        &self,
+        token: &str,
+        issuer: &str,
+        now: i64,
+    ) -> Result<(String, Map<String, Value>), VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
-        let (key, alg) = self.keys.get(kid).ok_or(VerifyError::UnknownKey)?;
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let (key, alg) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
         // The algorithm comes from our key, never from the token: a header claiming
         // `none` or HS256 fails here.
         if header.alg != *alg {
@@ -182,7 +198,7 @@ impl VerificationKeys {
         {
             return Err(VerifyError::Invalid("not yet valid".into()));
         }
-        Ok(claims)
+        Ok((kid, claims))
     }
 }
 

@@ -5,6 +5,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod tokens;
+pub mod verified;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {

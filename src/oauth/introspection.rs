@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::crypto::tokens;
+use crate::store::AccessCheck;
 
 use super::{OAuth, OAuthError, Params};
 
@@ -74,11 +75,8 @@ impl OAuth {
 
     async fn introspect_access(&self, token: &str) -> Result<Introspection, OAuthError> {
         let now = self.clock.now();
-        let Ok(claims) = self
-            .keys
-            .verification_keys()
-            .verify(token, &self.policy.issuer, now)
-        else {
+        let keys = self.keys.verification_keys();
+        let Ok(claims) = self.verified.verify(&keys, token, &self.policy.issuer, now) else {
             return Ok(Introspection::inactive());
         };
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
@@ -90,12 +88,12 @@ impl OAuth {
         let user_id = claims.get("preferred_username").and(text("sub"));
         if !self
             .store
-            .access_token_usable(
-                &jti,
-                text("client_id").as_deref().unwrap_or(""),
-                user_id.as_deref(),
-                number("iat").unwrap_or(i64::MIN),
-            )
+            .access_token_usable(AccessCheck {
+                jti: jti.clone(),
+                client_id: text("client_id").unwrap_or_default(),
+                user_id,
+                iat: number("iat").unwrap_or(i64::MIN),
+            })
             .await?
         {
             return Ok(Introspection::inactive());

@@ -116,6 +116,8 @@ pub struct OAuth {
     pub audit_limit: Arc<audit_limit::AuditLimiter>,
     /// Password checks in flight per account on this instance.
     pub login_gate: Arc<login_gate::LoginGate>,
+    /// Access tokens introspection has verified the signature of.
+    pub verified: Arc<crate::crypto::verified::VerifiedTokens>,
 }
 
 pub use audit_limit::AuditLimiter;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{AccessCheck, Store, StoreError};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct GcReport {
@@ -86,26 +86,23 @@ impl Store {
         Ok(())
     }
 
-    /// One round trip: the token is not denylisted, its client still exists and, for a user
+    /// The token is not denylisted, its client still exists and, for a user
     /// token, its user still exists, is enabled and has not changed password since `iat`.
-    pub async fn access_token_usable(
-        &self,
-        jti: &str,
-        client_id: &str,
-        user_id: Option<&str>,
-        iat: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn access_token_usable(&self, check: AccessCheck) -> Result<bool, StoreError> {
+        if let Some(checker) = &self.access_checks {
+            return checker.usable(check).await;
+        }
         let (denied, client_ok, user_ok): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM access_denylist WHERE jti = $1), \
                     (SELECT COUNT(*) FROM clients WHERE client_id = $2), \
                     (SELECT COUNT(*) FROM users WHERE id = $3 AND disabled = 0 AND password_changed_at <= $4)",
         )
-        .bind(jti)
-        .bind(client_id)
-        .bind(user_id.unwrap_or(""))
-        .bind(iat)
+        .bind(&check.jti)
+        .bind(&check.client_id)
+        .bind(check.user_id.as_deref().unwrap_or(""))
+        .bind(check.iat)
         .fetch_one(&self.pool)
         .await?;
-        Ok(denied == 0 && client_ok > 0 && (user_id.is_none() || user_ok > 0))
+        Ok(denied == 0 && client_ok > 0 && (check.user_id.is_none() || user_ok > 0))
     }
 }

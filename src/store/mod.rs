@@ -2,6 +2,7 @@
 //! schema keeps to types both share (text ids, BIGINT Unix seconds, BYTEA/BLOB hashes), so
 //! every statement is written once and the conformance tests run it on Postgres and SQLite.
 
+mod access_checks;
 mod audit;
 mod audit_writer;
 mod client_cache;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
+pub use access_checks::AccessCheck;
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
 pub use audit_writer::AuditWriter;
 pub use clients::{ClientRecord, NewClient};
@@ -132,6 +134,8 @@ pub struct Store {
     backend: Backend,
     /// Set on a serving instance on Postgres ([`Store::cache_clients`]).
     clients: Option<Arc<client_cache::ClientCache>>,
+    /// Set on a serving instance on Postgres ([`Store::batch_access_checks`]).
+    access_checks: Option<access_checks::AccessChecker>,
 }
 
 impl Store {
@@ -183,7 +187,19 @@ impl Store {
             pool,
             backend,
             clients: None,
+            access_checks: None,
         })
+    }
+
+    /// On Postgres, makes concurrent [`Store::access_token_usable`] calls share one query;
+    /// the returned task (to be spawned) does the asking. SQLite answers in-process already.
+    pub fn batch_access_checks(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let (checker, task) = access_checks::AccessChecker::start(self.clone());
+        self.access_checks = Some(checker);
+        Some(task)
     }
 
     pub fn backend(&self) -> Backend {

@@ -55,6 +55,14 @@ fn describe() {
         "Client records looked up, from memory (the Postgres client cache) or the database"
     );
     describe_counter!(
+        "tessera_access_checks_total",
+        "Access tokens checked against the database by introspection, on Postgres"
+    );
+    describe_counter!(
+        "tessera_access_check_queries_total",
+        "Queries those checks took (concurrent checks share one)"
+    );
+    describe_counter!(
         "tessera_login_failures_total",
         "Failed password logins by reason"
     );

@@ -336,6 +336,77 @@ async fn introspection_describes_access_tokens(backend: Backend) {
     }
 }
 
+/// Concurrent introspections share database queries on Postgres (and skip the signature check
+/// for tokens seen before): each caller must still get the answer about its own token, and a
+/// revocation or a disabled user must show at once, also for tokens introspected before.
+async fn concurrent_introspections_each_get_their_own_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let gateway = seed_with_introspection(&app).await;
+    app.admin
+        .add_user("bob", crate::helpers::PASSWORD, &["admin".into()], false)
+        .await
+        .expect("bob");
+    let service = app
+        .add_client("service", &["client_credentials"], &["read"])
+        .await;
+    // (token, still active at the end)
+    let mut tokens: Vec<(String, bool)> = Vec::new();
+    for user in ["alice", "bob"] {
+        for _ in 0..2 {
+            let response = app
+                .password_grant(&gateway, user, crate::helpers::PASSWORD)
+                .await;
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.expect("json");
+            tokens.push((access_token_of(&body), user == "alice"));
+        }
+    }
+    for i in 0..16 {
+        let response = app
+            .token(Some(&service), &[("grant_type", "client_credentials")])
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        tokens.push((access_token_of(&body), i % 2 == 0));
+    }
+
+    let round = |expect_changes: bool| {
+        let app = &app;
+        let gateway = &gateway;
+        let tokens = &tokens;
+        async move {
+            let asks =
+                tokens
+                    .iter()
+                    .cycle()
+                    .take(tokens.len() * 4)
+                    .map(|(token, stays)| async move {
+                        let answer = introspect(app, gateway, token).await;
+                        let active = !expect_changes || *stays;
+                        assert_eq!(answer["active"], active, "{answer}");
+                        if active {
+                            assert_eq!(
+                                answer["jti"],
+                                claims(token)["jti"],
+                                "someone else's answer"
+                            );
+                        }
+                    });
+            join_all(asks).await;
+        }
+    };
+    round(false).await;
+
+    app.admin.set_disabled("bob", true).await.expect("disable");
+    for (token, stays) in &tokens[4..] {
+        if !stays {
+            let response = revoke(&app, &service, &[("token", token)]).await;
+            assert_eq!(response.status(), 200);
+        }
+    }
+    round(true).await;
+}
+
 async fn introspection_of_refresh_tokens(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = seed_with_introspection(&app).await;
@@ -693,6 +764,7 @@ both_backends!(
     introspection_needs_an_authenticated_permitted_client,
     introspection_describes_access_tokens,
     introspection_of_refresh_tokens,
+    concurrent_introspections_each_get_their_own_answer,
     an_access_token_is_active_until_it_expires,
     key_rotation_full_cycle,
     gc_deletes_what_has_expired_and_nothing_else,
