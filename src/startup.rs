@@ -164,7 +164,7 @@ impl Application {
         let client_cache = store
             .cache_clients(settings.database.url.expose())
             .map(tokio::spawn);
-        let access_checks = store.batch_access_checks().map(tokio::spawn);
+        let batches = store.batch_statements().map(tokio::spawn);
         let kek = load_kek(&settings, store.backend(), true)?;
         let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
             .await
@@ -279,7 +279,7 @@ impl Application {
             background: [maintenance, cleanup]
                 .into_iter()
                 .chain(client_cache)
-                .chain(access_checks)
+                .chain(batches)
                 .collect(),
             audit_task,
         })

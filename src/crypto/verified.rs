@@ -53,7 +53,7 @@ impl VerifiedTokens {
             return keys.verify(token, issuer, now).map(Arc::new);
         }
         let digest = tokens::hash(token);
-        if let Some(found) = self.lookup(&digest, keys, now) {
+        if let Some(found) = self.lookup(&digest, keys, issuer, now) {
             return found;
         }
         let (kid, claims) = keys.verify_keyed(token, issuer, now)?;
@@ -66,6 +66,7 @@ impl VerifiedTokens {
         &self,
         digest: &[u8],
         keys: &VerificationKeys,
+        issuer: &str,
         now: i64,
     ) -> Option<Result<Claims, VerifyError>> {
         let entries = match self.entries.read() {
@@ -75,6 +76,8 @@ impl VerifiedTokens {
         let entry = entries.get(digest)?;
         Some(if !keys.has_key(&entry.kid) {
             Err(VerifyError::UnknownKey)
+        } else if entry.claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+            Err(VerifyError::Invalid("wrong issuer".into()))
         } else if entry.exp <= now {
             Err(VerifyError::Invalid("expired".into()))
         } else if entry.nbf.is_some_and(|nbf| nbf > now) {
@@ -94,10 +97,11 @@ impl VerifiedTokens {
             Err(poisoned) => poisoned.into_inner(),
         };
         if entries.len() >= self.capacity {
-            // Expired tokens first; if the cache is still full of live ones, start over rather
-            // than track recency on every hit. Either way memory stays bounded.
+            // Expired tokens first; if that frees less than a tenth, start over rather than
+            // track recency on every hit (and rather than scan on every insert). Either way
+            // memory stays bounded.
             entries.retain(|_, e| e.exp > now);
-            if entries.len() >= self.capacity {
+            if entries.len() >= self.capacity - self.capacity / 10 {
                 entries.clear();
             }
         }
@@ -163,6 +167,10 @@ mod tests {
         assert!(
             cache.verify(&keys, &t, ISSUER, 999).is_err(),
             "not yet valid on a hit"
+        );
+        assert!(
+            cache.verify(&keys, &t, "https://other", 1_010).is_err(),
+            "issuer on a hit"
         );
     }
 

@@ -5,12 +5,14 @@
 mod access_checks;
 mod audit;
 mod audit_writer;
+mod batch;
 mod client_cache;
 mod clients;
 mod keys;
 mod maintenance;
 mod refresh;
 mod roles;
+mod rotation_batch;
 mod throttle;
 mod users;
 
@@ -136,6 +138,8 @@ pub struct Store {
     clients: Option<Arc<client_cache::ClientCache>>,
     /// Set on a serving instance on Postgres ([`Store::batch_access_checks`]).
     access_checks: Option<access_checks::AccessChecker>,
+    /// Set with `access_checks`.
+    rotations: Option<rotation_batch::Rotations>,
 }
 
 impl Store {
@@ -188,18 +192,24 @@ impl Store {
             backend,
             clients: None,
             access_checks: None,
+            rotations: None,
         })
     }
 
-    /// On Postgres, makes concurrent [`Store::access_token_usable`] calls share one query;
-    /// the returned task (to be spawned) does the asking. SQLite answers in-process already.
-    pub fn batch_access_checks(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// On Postgres, makes concurrent introspection checks ([`Store::access_token_usable`]) and
+    /// concurrent refresh rotations share statements ([`batch`]); the returned task (to be
+    /// spawned) runs them. SQLite has no round trips to save and one writer at a time.
+    pub fn batch_statements(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
         if self.backend != Backend::Postgres {
             return None;
         }
-        let (checker, task) = access_checks::AccessChecker::start(self.clone());
+        let (checker, checks) = access_checks::start(self.clone());
+        let (rotations, rotating) = rotation_batch::start(self.clone());
         self.access_checks = Some(checker);
-        Some(task)
+        self.rotations = Some(rotations);
+        Some(async move {
+            tokio::join!(checks, rotating);
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, FromRow};
 
 use super::audit::{self, AuditEvent};
+use super::rotation_batch::{RotationItem, hex};
 use super::users::UserRecord;
 use super::{Store, StoreError};
 
@@ -108,7 +109,7 @@ impl RefreshLookup {
 }
 
 #[derive(FromRow)]
-struct FamilyUserRow {
+pub(super) struct FamilyUserRow {
     id: String,
     user_id: String,
     client_id: String,
@@ -400,7 +401,44 @@ impl Store {
 
     async fn rotate_in_one_statement(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
         let event = &req.success_event;
-        let row = sqlx::query_as::<_, FamilyUserRow>(ROTATE_IN_ONE_STATEMENT)
+        let shared = match &self.rotations {
+            Some(rotations) => rotations
+                .ask(RotationItem {
+                    now: req.now,
+                    hash: hex(&req.presented_hash),
+                    client_id: req.client_id.clone(),
+                    next_hash: hex(&req.new_hash),
+                    next_idle: req.new_idle_expires_at,
+                    actor: event.actor.clone(),
+                    action: event.action,
+                    outcome: event.outcome,
+                    details: event.details.to_string(),
+                })
+                .await
+                .ok(),
+            None => None,
+        };
+        let row = match shared {
+            Some(answer) => answer?,
+            None => self.rotate_alone(&req).await?,
+        };
+        let Some(row) = row else {
+            let mut tx = self.begin_write().await?;
+            let outcome = self.diagnose_failed_rotation(&mut tx, &req).await?;
+            tx.commit().await?;
+            return Ok(outcome);
+        };
+        let roles = super::split_list(row.roles.as_deref().unwrap_or(""));
+        Ok(row.into_rotation(roles))
+    }
+
+    /// [`ROTATE_IN_ONE_STATEMENT`] for one request (Postgres, when rotations are not batched).
+    async fn rotate_alone(
+        &self,
+        req: &RotationRequest,
+    ) -> Result<Option<FamilyUserRow>, StoreError> {
+        let event = &req.success_event;
+        Ok(sqlx::query_as::<_, FamilyUserRow>(ROTATE_IN_ONE_STATEMENT)
             .bind(req.now)
             .bind(req.presented_hash.clone())
             .bind(&req.client_id)
@@ -411,15 +449,7 @@ impl Store {
             .bind(event.outcome)
             .bind(event.details.to_string())
             .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else {
-            let mut tx = self.begin_write().await?;
-            let outcome = self.diagnose_failed_rotation(&mut tx, &req).await?;
-            tx.commit().await?;
-            return Ok(outcome);
-        };
-        let roles = super::split_list(row.roles.as_deref().unwrap_or(""));
-        Ok(row.into_rotation(roles))
+            .await?)
     }
 
     async fn diagnose_failed_rotation(

@@ -55,12 +55,12 @@ fn describe() {
         "Client records looked up, from memory (the Postgres client cache) or the database"
     );
     describe_counter!(
-        "tessera_access_checks_total",
-        "Access tokens checked against the database by introspection, on Postgres"
+        "tessera_batched_requests_total",
+        "Introspection checks and refresh rotations run in shared statements, on Postgres"
     );
     describe_counter!(
-        "tessera_access_check_queries_total",
-        "Queries those checks took (concurrent checks share one)"
+        "tessera_batched_statements_total",
+        "Statements those took (concurrent requests share one)"
     );
     describe_counter!(
         "tessera_login_failures_total",

@@ -207,6 +207,56 @@ async fn concurrent_refreshes_of_one_token_succeed_once(backend: Backend) {
     assert_eq!(invalid_grant, 49);
 }
 
+/// Concurrent rotations of different chains share statements on Postgres: each caller must get
+/// its own family back (its user, its scope), and its successor must continue its own chain.
+async fn concurrent_refreshes_of_many_chains_each_get_their_own(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.seed().await;
+    for user in ["bob", "carol"] {
+        app.admin
+            .add_user(user, crate::helpers::PASSWORD, &["admin".into()], false)
+            .await
+            .expect("user");
+    }
+    // (user, scope, current refresh token)
+    let mut chains = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        for scope in ["read", "write", "read write", "write"] {
+            let response = app
+                .token(
+                    Some(&client),
+                    &[
+                        ("grant_type", "password"),
+                        ("username", user),
+                        ("password", crate::helpers::PASSWORD),
+                        ("scope", scope),
+                    ],
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.expect("json");
+            chains.push((user, scope, refresh_token_of(&body)));
+        }
+    }
+    for round in 0..4 {
+        let answers = join_all(
+            chains
+                .iter()
+                .map(|(_, _, token)| refresh_ok(&app, &client, token)),
+        )
+        .await;
+        for ((user, scope, token), body) in chains.iter_mut().zip(answers) {
+            let access = claims(&access_token_of(&body));
+            assert_eq!(access["preferred_username"], *user, "round {round}");
+            assert_eq!(access["scope"], *scope, "round {round}");
+            assert_eq!(body["scope"], *scope, "round {round}");
+            *token = refresh_token_of(&body);
+        }
+    }
+    let rotations = audit(&app, "token.refresh").await;
+    assert_eq!(rotations.len(), 4 * chains.len());
+}
+
 /// The losers of a race are reuse (RFC 9700 §4.14.2): the family is revoked, and that one
 /// state change is recorded once, however many requests detected it. Several rounds, because
 /// how many losers overlap depends on timing.
@@ -501,6 +551,7 @@ both_backends!(
     reuse_of_a_rotated_token_revokes_the_family,
     reuse_within_the_grace_window_spares_the_family,
     concurrent_refreshes_of_one_token_succeed_once,
+    concurrent_refreshes_of_many_chains_each_get_their_own,
     a_race_revokes_the_family_once,
     refresh_can_narrow_the_scope_but_the_token_keeps_the_grant,
     refresh_cannot_widen_the_scope,
