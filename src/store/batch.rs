@@ -130,6 +130,9 @@ async fn collect<I: Send + Sync + 'static, A: Send + 'static>(
                 None => return,
             },
         };
+        // Every slot may be held by a statement stuck on a lock or a dead connection: a request
+        // is not kept past its deadline waiting for one.
+        let deadline = tokio::time::Instant::from_std(first.asked + patience);
         let slot = tokio::select! {
             biased;
             slot = usual_slots.clone().acquire_owned() => slot,
@@ -137,6 +140,10 @@ async fn collect<I: Send + Sync + 'static, A: Send + 'static>(
                 tokio::time::sleep(STALL).await;
                 spare_slots.clone().acquire_owned().await
             } => slot,
+            () = tokio::time::sleep_until(deadline) => {
+                let _ = first.reply.send(Err(timed_out()));
+                continue;
+            }
         };
         let Ok(slot) = slot else {
             return;
@@ -169,13 +176,14 @@ async fn answer<I, A>(
     metrics::counter!("tessera_batched_statements_total", "kind" => name).increment(1);
     metrics::counter!("tessera_batched_requests_total", "kind" => name)
         .increment(batch.len() as u64);
+    // A caller that has gone (its client disconnected) is not acted for: a rotation nobody
+    // receives would only make the client's retry look like reuse.
     let (batch, expired): (Vec<_>, Vec<_>) = batch
         .into_iter()
+        .filter(|p| !p.reply.is_closed())
         .partition(|p| p.asked.elapsed() < patience);
     for pending in expired {
-        let _ = pending
-            .reply
-            .send(Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)));
+        let _ = pending.reply.send(Err(timed_out()));
     }
     let Some(oldest) = batch.iter().map(|p| p.asked).min() else {
         return;
@@ -183,11 +191,24 @@ async fn answer<I, A>(
     let left = patience.saturating_sub(oldest.elapsed());
     let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
     let outcome = match tokio::time::timeout(left, store.pool.acquire()).await {
-        Ok(Ok(mut conn)) => run(&mut conn, &items).await,
+        Ok(Ok(mut conn)) => match run(&mut conn, &items).await {
+            // A deadlock or serialization failure rolled the whole statement back, so running
+            // it again is safe; without this every request sharing it would fail.
+            Err(StoreError::Backend(sqlx::Error::Database(e)))
+                if matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                run(&mut conn, &items).await
+            }
+            outcome => outcome,
+        },
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        Err(_) => Err(timed_out()),
     };
     reply_all(replies, outcome);
+}
+
+fn timed_out() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::PoolTimedOut)
 }
 
 /// Hands each caller its own answer; a caller left without one gets an error, never another's.

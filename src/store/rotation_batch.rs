@@ -7,7 +7,9 @@
 //! caller then diagnoses why (unknown, revoked, reused) in a transaction of its own, after the
 //! batch has committed. The same token presented twice in one batch is claimed once: `UPDATE
 //! ... FROM` changes a row at most once, so the other request finds it rotated, as it would
-//! have arriving a moment later.
+//! have arriving a moment later. Rows are claimed in the order of their hashes, so that two
+//! batches running at once lock shared tokens in the same order (and a deadlock that happens
+//! anyway is retried by the batcher, the statement having rolled back).
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -76,6 +78,7 @@ WITH q AS MATERIALIZED ( \
            next_idle, actor, action, outcome, details \
     FROM jsonb_to_recordset($1::jsonb) AS q(i BIGINT, now BIGINT, hash TEXT, client_id TEXT, \
         next_hash TEXT, next_idle BIGINT, actor TEXT, action TEXT, outcome TEXT, details TEXT) \
+    ORDER BY hash \
 ), claimed AS ( \
     UPDATE refresh_tokens t SET rotated_at = q.now FROM q \
     WHERE t.token_hash = ANY (ARRAY(SELECT hash FROM q)) AND t.token_hash = q.hash \
