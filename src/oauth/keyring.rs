@@ -255,13 +255,7 @@ impl KeyRing {
         }
         let body = json!({ "keys": published }).to_string();
         let hash = digest(&SHA256, body.as_bytes());
-        let etag = format!(
-            "\"{}\"",
-            hash.as_ref()[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let etag = format!("\"{}\"", hex::encode(&hash.as_ref()[..12]));
         let verification = Arc::new(VerificationKeys::from_jwks(published.iter()));
         let set = Arc::new(KeySet {
             keys,

@@ -272,6 +272,11 @@ impl StoreError {
     /// `Clone`); what matters downstream is the variant, which decides between 503 and 500.
     fn for_another_caller(&self) -> Self {
         match self {
+            // Kept as they are: no statement ran, which callers may want to know.
+            Self::Unavailable(sqlx::Error::PoolTimedOut) => timed_out(),
+            Self::Unavailable(sqlx::Error::PoolClosed) => {
+                Self::Unavailable(sqlx::Error::PoolClosed)
+            }
             Self::Unavailable(e) => Self::Unavailable(sqlx::Error::Protocol(e.to_string())),
             other => Self::Backend(sqlx::Error::Protocol(other.to_string())),
         }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, FromRow};
 
 use super::audit::{self, AuditEvent};
-use super::rotation_batch::{RotationItem, hex};
+use super::rotation_batch::RotationItem;
 use super::users::UserRecord;
 use super::{Store, StoreError};
 
@@ -151,6 +151,35 @@ impl FamilyUserRow {
             }),
         }
     }
+}
+
+/// A family with its owner, one row per role (none when the user has no role), filtered by
+/// the literal given.
+macro_rules! family_and_owner {
+    ($rest:literal) => {
+        concat!(
+            "SELECT f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, \
+             u.username, u.password_hash, u.disabled, u.created_at AS user_created_at, \
+             u.updated_at AS user_updated_at, u.password_changed_at, r.role_name AS roles \
+             FROM refresh_families f JOIN users u ON u.id = f.user_id \
+             LEFT JOIN user_roles r ON r.user_id = u.id ",
+            $rest
+        )
+    };
+}
+
+/// The rows of [`family_and_owner!`] as one rotation; `None` when there are none.
+fn into_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
+    let roles: Vec<String> = rows.iter().filter_map(|r| r.roles.clone()).collect();
+    rows.into_iter()
+        .next()
+        .map(|first| first.into_rotation(roles))
+}
+
+/// Whether a statement that failed with this error may have reached the database (and so
+/// committed): not when no connection was had at all.
+fn may_have_run(err: &sqlx::Error) -> bool {
+    !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
 /// Rotation in one round trip and one commit (Postgres): claims the presented token with the
@@ -338,7 +367,50 @@ impl Store {
 
     /// Rotates a refresh token: marks the presented one used and issues its successor, in one
     /// transaction. Reuse of a rotated token outside the grace window revokes the family.
+    ///
+    /// When the answer is lost after the database may have committed (a connection cut between
+    /// the commit and its reply), the successor is looked up: only this request knows its
+    /// hash, so finding it means this rotation committed, and the client gets it instead of a
+    /// 503 whose retry would be taken for reuse.
     pub async fn rotate_refresh_token(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
+        let (new_hash, client_id) = (req.new_hash.clone(), req.client_id.clone());
+        match self.rotate(req).await {
+            Err(StoreError::Unavailable(lost)) if may_have_run(&lost) => {
+                match self.committed_rotation(&new_hash, &client_id).await {
+                    Ok(Some(rotation)) => {
+                        tracing::warn!(
+                            error = %lost,
+                            "a refresh rotation's answer was lost after it committed; recovered"
+                        );
+                        Ok(rotation)
+                    }
+                    _ => Err(StoreError::Unavailable(lost)),
+                }
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// The rotation that inserted `new_hash`, if it committed and its family and owner are
+    /// still live.
+    async fn committed_rotation(
+        &self,
+        new_hash: &[u8],
+        client_id: &str,
+    ) -> Result<Option<Rotation>, StoreError> {
+        let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!(
+            "JOIN refresh_tokens n ON n.family_id = f.id \
+             WHERE n.token_hash = $1 AND n.rotated_at IS NULL AND f.client_id = $2 \
+               AND f.revoked_at IS NULL AND u.disabled = 0"
+        ))
+        .bind(new_hash.to_vec())
+        .bind(client_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(into_rotation(rows))
+    }
+
+    async fn rotate(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
         // Narrowing the scope needs the family's scope before deciding, so it takes the
         // multi-statement path, as does SQLite (no data-modifying CTEs).
         if self.backend == super::Backend::Postgres && req.requested_scope.is_none() {
@@ -365,16 +437,10 @@ impl Store {
             return Ok(outcome);
         };
 
-        let rows = sqlx::query_as::<_, FamilyUserRow>(
-            "SELECT f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, u.username, \
-             u.password_hash, u.disabled, u.created_at AS user_created_at, \
-             u.updated_at AS user_updated_at, u.password_changed_at, r.role_name AS roles \
-             FROM refresh_families f JOIN users u ON u.id = f.user_id \
-             LEFT JOIN user_roles r ON r.user_id = u.id WHERE f.id = $1",
-        )
-        .bind(&family_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!("WHERE f.id = $1"))
+            .bind(&family_id)
+            .fetch_all(&mut *tx)
+            .await?;
         let roles: Vec<String> = rows.iter().filter_map(|r| r.roles.clone()).collect();
         let Some(first) = rows.into_iter().next() else {
             return Err(StoreError::NotFound("refresh family"));
@@ -405,9 +471,9 @@ impl Store {
             Some(rotations) => rotations
                 .ask(RotationItem {
                     now: req.now,
-                    hash: hex(&req.presented_hash),
+                    hash: hex::encode(&req.presented_hash),
                     client_id: req.client_id.clone(),
-                    next_hash: hex(&req.new_hash),
+                    next_hash: hex::encode(&req.new_hash),
                     next_idle: req.new_idle_expires_at,
                     actor: event.actor.clone(),
                     action: event.action,

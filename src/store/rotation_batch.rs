@@ -55,16 +55,6 @@ fn weigh(item: &RotationItem) -> usize {
         + item.details.len() * 2
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 #[derive(FromRow)]
 struct Rotated {
     i: i64,

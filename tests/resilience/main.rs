@@ -941,7 +941,39 @@ enum Mode {
 struct Proxy {
     port: u16,
     mode: watch::Sender<Mode>,
+    trap: Trap,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Cuts the connection that carries the next reply from Postgres holding some bytes, and
+/// drops that reply: an answer lost between the database and Tessera. One-shot.
+#[derive(Clone, Default)]
+struct Trap {
+    needle: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    sprung: Arc<AtomicUsize>,
+}
+
+impl Trap {
+    fn arm(&self, needle: &[u8]) {
+        *self.needle.lock().expect("trap") = Some(needle.to_vec());
+    }
+
+    /// Whether `chunk` (from Postgres) springs the trap; it is disarmed if so.
+    fn springs_on(&self, chunk: &[u8]) -> bool {
+        let mut needle = self.needle.lock().expect("trap");
+        let hit = needle
+            .as_deref()
+            .is_some_and(|n| chunk.windows(n.len()).any(|w| w == n));
+        if hit {
+            *needle = None;
+            self.sprung.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
+    }
+
+    fn sprung(&self) -> usize {
+        self.sprung.load(Ordering::SeqCst)
+    }
 }
 
 impl Proxy {
@@ -949,8 +981,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let port = listener.local_addr().expect("addr").port();
         let (mode, rx) = watch::channel(Mode::Up);
-        let task = tokio::spawn(proxy_loop(listener, port, upstream, rx));
-        Proxy { port, mode, task }
+        let trap = Trap::default();
+        let task = tokio::spawn(proxy_loop(listener, port, upstream, rx, trap.clone()));
+        Proxy {
+            port,
+            mode,
+            trap,
+            task,
+        }
     }
 
     fn set(&self, mode: Mode) {
@@ -969,6 +1007,7 @@ async fn proxy_loop(
     port: u16,
     upstream: String,
     mut rx: watch::Receiver<Mode>,
+    trap: Trap,
 ) {
     let mut listener = Some(listener);
     let mut stalled: Vec<TcpStream> = Vec::new();
@@ -1009,7 +1048,7 @@ async fn proxy_loop(
             accepted = l.accept() => {
                 if let Ok((socket, _)) = accepted {
                     if mode == Mode::Up {
-                        tokio::spawn(pipe(socket, upstream.clone(), rx.clone()));
+                        tokio::spawn(pipe(socket, upstream.clone(), rx.clone(), trap.clone()));
                     } else {
                         stalled.push(socket);
                     }
@@ -1019,16 +1058,126 @@ async fn proxy_loop(
     }
 }
 
-/// Forwards one connection until either side closes or the proxy leaves `Up`.
-async fn pipe(mut client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>) {
-    let Ok(mut server) = TcpStream::connect(upstream.as_str()).await else {
+/// Forwards one connection until either side closes, the proxy leaves `Up` or the trap
+/// springs on a reply.
+async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>, trap: Trap) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = TcpStream::connect(upstream.as_str()).await else {
         return;
     };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let replies = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if trap.springs_on(&buf[..n]) || client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+        () = replies => {}
         _ = rx.wait_for(|m| *m != Mode::Up) => {}
     }
     // Dropping both sockets cuts the connection on both sides.
+}
+
+/// A refresh rotation commits, but its answer never reaches Tessera: the proxy cuts the
+/// connection and drops the first reply that names the user, which is the rotation's. Tessera
+/// finds the successor that only this request could have inserted and answers 200 with it,
+/// instead of a 503 whose retry would be refused as reuse. A rotation cut before its commit
+/// (a narrower scope takes the multi-statement path, whose first reply names the user) is not
+/// mistaken for one that committed: 503, and the same token works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let upstream = host_port(&db.url);
+    let proxy = Proxy::start(upstream.clone()).await;
+    // In clear, so that the proxy can see what a reply holds.
+    let proxied_url = format!(
+        "{}?sslmode=disable",
+        db.url
+            .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1)
+    );
+    let http = http_client();
+    let mut server = Server::start_on(&db.path(), &proxied_url, &[]);
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+    let base = server.base();
+    let first = login(&http, &base, &secret).await.field("refresh_token");
+
+    proxy.trap.arm(b"alice");
+    let a = refresh(&http, &base, &secret, &first)
+        .await
+        .expect("refresh");
+    assert_eq!(proxy.trap.sprung(), 1, "the rotation's reply was not cut");
+    assert_eq!(
+        a.status,
+        200,
+        "a committed rotation whose answer was lost: {} {}\n{}",
+        a.status,
+        a.body,
+        server.logs()
+    );
+    assert!(server.logs().contains("recovered"), "{}", server.logs());
+    let second = a.field("refresh_token");
+
+    proxy.trap.arm(b"alice");
+    let narrowed = send(post(
+        &http,
+        &base,
+        "/oauth/token",
+        (CLIENT, &secret),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &second),
+            ("scope", "read"),
+        ],
+    ))
+    .await
+    .expect("refresh");
+    assert_eq!(
+        proxy.trap.sprung(),
+        2,
+        "the narrowing rotation's reply was not cut"
+    );
+    assert!(
+        narrowed.is_unavailable(),
+        "a rotation cut before its commit: {} {}",
+        narrowed.status,
+        narrowed.body
+    );
+    let again = refresh(&http, &base, &secret, &second)
+        .await
+        .expect("refresh");
+    assert_eq!(
+        again.status,
+        200,
+        "the token whose rotation did not commit: {}\n{}",
+        again.body,
+        server.logs()
+    );
+    assert_eq!(
+        server.audit("token.refresh").len(),
+        2,
+        "one audited rotation per committed one"
+    );
+    // Last, as presenting a rotated token revokes its family.
+    let reused = refresh(&http, &base, &secret, &first)
+        .await
+        .expect("refresh");
+    assert!(
+        reused.is_invalid_grant(),
+        "the first token was rotated: {}",
+        reused.body
+    );
+    assert_eq!(server.audit("refresh.reuse_detected").len(), 1);
 }
 
 /// `host:port` of a postgres:// URL.
