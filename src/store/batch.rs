@@ -201,14 +201,14 @@ async fn answer<I, A>(
             }
             outcome => outcome,
         },
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(StoreError::before_sending(e)),
         Err(_) => Err(timed_out()),
     };
     reply_all(replies, outcome);
 }
 
 fn timed_out() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::PoolTimedOut)
+    StoreError::Unreachable(sqlx::Error::PoolTimedOut)
 }
 
 /// Hands each caller its own answer; a caller left without one gets an error, never another's.
@@ -272,11 +272,10 @@ impl StoreError {
     /// `Clone`); what matters downstream is the variant, which decides between 503 and 500.
     fn for_another_caller(&self) -> Self {
         match self {
-            // Kept as they are: no statement ran, which callers may want to know.
-            Self::Unavailable(sqlx::Error::PoolTimedOut) => timed_out(),
-            Self::Unavailable(sqlx::Error::PoolClosed) => {
-                Self::Unavailable(sqlx::Error::PoolClosed)
-            }
+            // Whether the statement may have run is kept: a rotation whose answer was lost
+            // looks for its own outcome, one that never ran does not.
+            Self::Unreachable(sqlx::Error::PoolTimedOut) => timed_out(),
+            Self::Unreachable(e) => Self::Unreachable(sqlx::Error::Protocol(e.to_string())),
             Self::Unavailable(e) => Self::Unavailable(sqlx::Error::Protocol(e.to_string())),
             other => Self::Backend(sqlx::Error::Protocol(other.to_string())),
         }

@@ -78,6 +78,10 @@ pub enum StoreError {
     // The causes are part of the message, not `#[source]`s, so a printed chain says them once.
     #[error("database is unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// Unavailable before any statement of the operation was sent (no connection, or `BEGIN`
+    /// failed), so it cannot have changed anything.
+    #[error("database is unreachable: {0}")]
+    Unreachable(sqlx::Error),
     #[error("database error: {0}")]
     Backend(sqlx::Error),
     #[error("migration failed: {0}")]
@@ -102,6 +106,17 @@ impl From<sqlx::Error> for StoreError {
                 Self::Unavailable(err)
             }
             _ => Self::Backend(err),
+        }
+    }
+}
+
+impl StoreError {
+    /// The error of getting a connection or starting a transaction: as [`From`] classifies it,
+    /// with unavailability marked as [`StoreError::Unreachable`].
+    pub(super) fn before_sending(err: sqlx::Error) -> Self {
+        match Self::from(err) {
+            Self::Unavailable(e) => Self::Unreachable(e),
+            other => other,
         }
     }
 }
@@ -245,8 +260,16 @@ impl Store {
     /// failing when it upgrades its read lock.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(StoreError::before_sending)?,
+            Backend::Postgres => self
+                .pool
+                .begin()
+                .await
+                .map_err(StoreError::before_sending)?,
         })
     }
 }

@@ -37,6 +37,7 @@ pub struct NewFamily {
     pub verified_password_hash: String,
 }
 
+#[derive(Clone)]
 pub struct RotationRequest {
     pub presented_hash: Vec<u8>,
     pub client_id: String,
@@ -174,12 +175,6 @@ fn into_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
     rows.into_iter()
         .next()
         .map(|first| first.into_rotation(roles))
-}
-
-/// Whether a statement that failed with this error may have reached the database (and so
-/// committed): not when no connection was had at all.
-fn may_have_run(err: &sqlx::Error) -> bool {
-    !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
 /// Rotation in one round trip and one commit (Postgres): claims the presented token with the
@@ -368,46 +363,72 @@ impl Store {
     /// Rotates a refresh token: marks the presented one used and issues its successor, in one
     /// transaction. Reuse of a rotated token outside the grace window revokes the family.
     ///
-    /// When the answer is lost after the database may have committed (a connection cut between
-    /// the commit and its reply), the successor is looked up: only this request knows its
-    /// hash, so finding it means this rotation committed, and the client gets it instead of a
-    /// 503 whose retry would be taken for reuse.
+    /// When the answer is lost after a statement was sent (the connection cut before or after
+    /// the commit), the rotation is settled again: see [`Store::settle_rotation`]. Failures
+    /// before anything was sent ([`StoreError::Unreachable`]) cannot have changed anything and
+    /// are answered as they are.
     pub async fn rotate_refresh_token(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
-        let (new_hash, client_id) = (req.new_hash.clone(), req.client_id.clone());
+        let again = req.clone();
         match self.rotate(req).await {
-            Err(StoreError::Unavailable(lost)) if may_have_run(&lost) => {
-                match self.committed_rotation(&new_hash, &client_id).await {
-                    Ok(Some(rotation)) => {
-                        tracing::warn!(
-                            error = %lost,
-                            "a refresh rotation's answer was lost after it committed; recovered"
-                        );
-                        Ok(rotation)
-                    }
-                    _ => Err(StoreError::Unavailable(lost)),
+            Err(StoreError::Unavailable(lost)) => match self.settle_rotation(again).await {
+                Ok((outcome, how)) => {
+                    metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
+                        .increment(1);
+                    tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
+                    Ok(outcome)
                 }
-            }
+                Err(e) => {
+                    tracing::debug!(error = %e, "settling a rotation whose answer was lost failed");
+                    Err(StoreError::Unavailable(lost))
+                }
+            },
             outcome => outcome,
         }
     }
 
-    /// The rotation that inserted `new_hash`, if it committed and its family and owner are
-    /// still live.
-    async fn committed_rotation(
+    /// Settles a rotation whose answer was lost: the rotation it committed (`found`), or, when
+    /// it did not commit, the rotation done now (`redone`).
+    ///
+    /// Only this request knows the successor's hash, so finding the successor means this
+    /// request's rotation committed. A statement cut off from its client may still be running
+    /// (waiting for a row lock or the WAL flush) and commit after a look, so the presented
+    /// token's row is locked first, waiting up to the acquire timeout: behind the cut-off
+    /// statement if it holds the row, and ahead of it otherwise, in which case it finds the
+    /// token rotated and changes nothing.
+    async fn settle_rotation(
         &self,
-        new_hash: &[u8],
-        client_id: &str,
-    ) -> Result<Option<Rotation>, StoreError> {
+        req: RotationRequest,
+    ) -> Result<(Rotation, &'static str), StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == super::Backend::Postgres {
+            let wait = self.pool.options().get_acquire_timeout().as_millis();
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{wait}ms"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+                .bind(req.presented_hash.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // A statement of its own, so that its snapshot is taken after the wait.
         let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!(
             "JOIN refresh_tokens n ON n.family_id = f.id \
-             WHERE n.token_hash = $1 AND n.rotated_at IS NULL AND f.client_id = $2 \
+             JOIN refresh_tokens p ON p.family_id = f.id \
+             WHERE n.token_hash = $1 AND n.rotated_at IS NULL AND p.token_hash = $2 \
+               AND p.rotated_at IS NOT NULL AND f.client_id = $3 \
                AND f.revoked_at IS NULL AND u.disabled = 0"
         ))
-        .bind(new_hash.to_vec())
-        .bind(client_id)
-        .fetch_all(&self.pool)
+        .bind(req.new_hash.clone())
+        .bind(req.presented_hash.clone())
+        .bind(&req.client_id)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(into_rotation(rows))
+        if let Some(rotation) = into_rotation(rows) {
+            tx.commit().await?;
+            return Ok((rotation, "found"));
+        }
+        Ok((self.rotate_in(tx, req).await?, "redone"))
     }
 
     async fn rotate(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
@@ -416,7 +437,16 @@ impl Store {
         if self.backend == super::Backend::Postgres && req.requested_scope.is_none() {
             return self.rotate_in_one_statement(req).await;
         }
-        let mut tx = self.begin_write().await?;
+        let tx = self.begin_write().await?;
+        self.rotate_in(tx, req).await
+    }
+
+    /// The multi-statement rotation, in `tx`; commits it unless the rotation is undone.
+    async fn rotate_in(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        req: RotationRequest,
+    ) -> Result<Rotation, StoreError> {
         let claimed: Option<String> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET rotated_at = $1 \
              WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
@@ -504,6 +534,11 @@ impl Store {
         req: &RotationRequest,
     ) -> Result<Option<FamilyUserRow>, StoreError> {
         let event = &req.success_event;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::before_sending)?;
         Ok(sqlx::query_as::<_, FamilyUserRow>(ROTATE_IN_ONE_STATEMENT)
             .bind(req.now)
             .bind(req.presented_hash.clone())
@@ -514,7 +549,7 @@ impl Store {
             .bind(event.action)
             .bind(event.outcome)
             .bind(event.details.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?)
     }
 

@@ -941,12 +941,22 @@ enum Mode {
 struct Proxy {
     port: u16,
     mode: watch::Sender<Mode>,
-    trap: Trap,
+    traps: Traps,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Cuts the connection that carries the next reply from Postgres holding some bytes, and
-/// drops that reply: an answer lost between the database and Tessera. One-shot.
+/// One trap per direction of every proxied connection.
+#[derive(Clone, Default)]
+struct Traps {
+    /// Drops the next reply from Postgres holding some bytes and cuts its connection: an
+    /// answer lost between the database and Tessera.
+    reply: Trap,
+    /// Forwards the next request to Postgres holding some bytes, then cuts its connection: a
+    /// statement Postgres goes on running for a client that is gone.
+    request: Trap,
+}
+
+/// Cuts the connection that next carries some bytes one way. One-shot.
 #[derive(Clone, Default)]
 struct Trap {
     needle: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
@@ -981,12 +991,12 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let port = listener.local_addr().expect("addr").port();
         let (mode, rx) = watch::channel(Mode::Up);
-        let trap = Trap::default();
-        let task = tokio::spawn(proxy_loop(listener, port, upstream, rx, trap.clone()));
+        let traps = Traps::default();
+        let task = tokio::spawn(proxy_loop(listener, port, upstream, rx, traps.clone()));
         Proxy {
             port,
             mode,
-            trap,
+            traps,
             task,
         }
     }
@@ -1007,7 +1017,7 @@ async fn proxy_loop(
     port: u16,
     upstream: String,
     mut rx: watch::Receiver<Mode>,
-    trap: Trap,
+    traps: Traps,
 ) {
     let mut listener = Some(listener);
     let mut stalled: Vec<TcpStream> = Vec::new();
@@ -1048,7 +1058,7 @@ async fn proxy_loop(
             accepted = l.accept() => {
                 if let Ok((socket, _)) = accepted {
                     if mode == Mode::Up {
-                        tokio::spawn(pipe(socket, upstream.clone(), rx.clone(), trap.clone()));
+                        tokio::spawn(pipe(socket, upstream.clone(), rx.clone(), traps.clone()));
                     } else {
                         stalled.push(socket);
                     }
@@ -1058,15 +1068,28 @@ async fn proxy_loop(
     }
 }
 
-/// Forwards one connection until either side closes, the proxy leaves `Up` or the trap
-/// springs on a reply.
-async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>, trap: Trap) {
+/// Forwards one connection until either side closes, the proxy leaves `Up` or a trap springs.
+async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>, traps: Traps) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(server) = TcpStream::connect(upstream.as_str()).await else {
         return;
     };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    let requests = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if server_write.write_all(&buf[..n]).await.is_err()
+                || traps.request.springs_on(&buf[..n])
+            {
+                return;
+            }
+        }
+    };
     let replies = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -1074,13 +1097,14 @@ async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if trap.springs_on(&buf[..n]) || client_write.write_all(&buf[..n]).await.is_err() {
+            if traps.reply.springs_on(&buf[..n]) || client_write.write_all(&buf[..n]).await.is_err()
+            {
                 return;
             }
         }
     };
     tokio::select! {
-        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+        () = requests => {}
         () = replies => {}
         _ = rx.wait_for(|m| *m != Mode::Up) => {}
     }
@@ -1091,8 +1115,8 @@ async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>
 /// connection and drops the first reply that names the user, which is the rotation's. Tessera
 /// finds the successor that only this request could have inserted and answers 200 with it,
 /// instead of a 503 whose retry would be refused as reuse. A rotation cut before its commit
-/// (a narrower scope takes the multi-statement path, whose first reply names the user) is not
-/// mistaken for one that committed: 503, and the same token works afterwards.
+/// (a narrower scope takes the multi-statement path, whose first reply after the claim names
+/// the user) is done again: 200, one audited rotation, and the token it answers works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
     let _serial = SERIAL.lock().await;
@@ -1112,11 +1136,15 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
     let base = server.base();
     let first = login(&http, &base, &secret).await.field("refresh_token");
 
-    proxy.trap.arm(b"alice");
+    proxy.traps.reply.arm(b"alice");
     let a = refresh(&http, &base, &secret, &first)
         .await
         .expect("refresh");
-    assert_eq!(proxy.trap.sprung(), 1, "the rotation's reply was not cut");
+    assert_eq!(
+        proxy.traps.reply.sprung(),
+        1,
+        "the rotation's reply was not cut"
+    );
     assert_eq!(
         a.status,
         200,
@@ -1125,10 +1153,15 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
         a.body,
         server.logs()
     );
-    assert!(server.logs().contains("recovered"), "{}", server.logs());
+    assert!(
+        server.logs().contains(r#""how":"found""#),
+        "{}",
+        server.logs()
+    );
     let second = a.field("refresh_token");
+    assert_eq!(server.audit("token.refresh").len(), 1);
 
-    proxy.trap.arm(b"alice");
+    proxy.traps.reply.arm(b"alice");
     let narrowed = send(post(
         &http,
         &base,
@@ -1143,30 +1176,35 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
     .await
     .expect("refresh");
     assert_eq!(
-        proxy.trap.sprung(),
+        proxy.traps.reply.sprung(),
         2,
         "the narrowing rotation's reply was not cut"
     );
-    assert!(
-        narrowed.is_unavailable(),
-        "a rotation cut before its commit: {} {}",
-        narrowed.status,
-        narrowed.body
-    );
-    let again = refresh(&http, &base, &secret, &second)
-        .await
-        .expect("refresh");
     assert_eq!(
-        again.status,
+        narrowed.status,
         200,
-        "the token whose rotation did not commit: {}\n{}",
-        again.body,
+        "a rotation cut before its commit is done again: {} {}\n{}",
+        narrowed.status,
+        narrowed.body,
+        server.logs()
+    );
+    assert!(
+        server.logs().contains(r#""how":"redone""#),
+        "{}",
         server.logs()
     );
     assert_eq!(
         server.audit("token.refresh").len(),
         2,
         "one audited rotation per committed one"
+    );
+    let third = refresh(&http, &base, &secret, &narrowed.field("refresh_token"))
+        .await
+        .expect("refresh");
+    assert_eq!(
+        third.status, 200,
+        "the redone rotation's token: {}",
+        third.body
     );
     // Last, as presenting a rotated token revokes its family.
     let reused = refresh(&http, &base, &secret, &first)
@@ -1178,6 +1216,90 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
         reused.body
     );
     assert_eq!(server.audit("refresh.reuse_detected").len(), 1);
+}
+
+/// A rotation statement still running when its connection is cut (here, waiting for a row
+/// lock) commits after Tessera has seen the cut. Tessera waits for it before looking for the
+/// successor, so the client gets the rotation that committed rather than a 503 whose retry
+/// would be taken for reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_commits_after_its_connection_is_cut_is_still_delivered() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let upstream = host_port(&db.url);
+    let proxy = Proxy::start(upstream.clone()).await;
+    let proxied_url = format!(
+        "{}?sslmode=disable",
+        db.url
+            .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1)
+    );
+    let http = http_client();
+    let mut server = Server::start_on(&db.path(), &proxied_url, &[]);
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+    let base = server.base();
+    let first = login(&http, &base, &secret).await.field("refresh_token");
+    let hash = tessera::crypto::tokens::hash(&first);
+
+    // Straight to Postgres: hold the presented token's row so that the rotation waits.
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+        .bind(&hash)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the token");
+
+    // The batched rotation carries the presented token's hash in hex.
+    proxy.traps.request.arm(hex::encode(&hash).as_bytes());
+    let rotation = tokio::spawn({
+        let (http, base, secret) = (http.clone(), base.clone(), secret.clone());
+        async move { refresh(&http, &base, &secret, &first).await }
+    });
+    // Both the cut-off rotation and Tessera's look for its outcome queue for the row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected the rotation and the look for its outcome to wait for the row lock; \
+             {waiting} waiting, trap sprung {} time(s)\n{}",
+            proxy.traps.request.sprung(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        proxy.traps.request.sprung(),
+        1,
+        "the rotation's connection was not cut"
+    );
+    holder.commit().await.expect("release the token");
+
+    let a = rotation.await.expect("task").expect("refresh");
+    assert_eq!(
+        a.status,
+        200,
+        "a rotation that committed after its connection was cut: {} {}\n{}",
+        a.status,
+        a.body,
+        server.logs()
+    );
+    assert!(server.logs().contains("recovered"), "{}", server.logs());
+    let next = refresh(&http, &base, &secret, &a.field("refresh_token"))
+        .await
+        .expect("refresh");
+    assert_eq!(next.status, 200, "the delivered token works: {}", next.body);
+    assert_eq!(server.audit("token.refresh").len(), 2);
 }
 
 /// `host:port` of a postgres:// URL.
