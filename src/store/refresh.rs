@@ -370,18 +370,28 @@ impl Store {
     pub async fn rotate_refresh_token(&self, req: RotationRequest) -> Result<Rotation, StoreError> {
         let again = req.clone();
         match self.rotate(req).await {
-            Err(StoreError::Unavailable(lost)) => match self.settle_rotation(again).await {
-                Ok((outcome, how)) => {
-                    metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
-                        .increment(1);
-                    tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
-                    Ok(outcome)
+            Err(StoreError::Unavailable(lost)) => {
+                let mut settled = self.settle_rotation(again.clone()).await;
+                // The settling's own answer can be lost too, after its commit: settling again
+                // finds what it did.
+                if matches!(settled, Err(StoreError::Unavailable(_))) {
+                    settled = self.settle_rotation(again).await;
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "settling a rotation whose answer was lost failed");
-                    Err(StoreError::Unavailable(lost))
+                match settled {
+                    Ok((outcome, how)) => {
+                        metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
+                            .increment(1);
+                        tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
+                        Ok(outcome)
+                    }
+                    Err(e) => {
+                        metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => "failed")
+                            .increment(1);
+                        tracing::warn!(error = %lost, settling = %e, "a refresh rotation's answer was lost and it could not be settled");
+                        Err(StoreError::Unavailable(lost))
+                    }
                 }
-            },
+            }
             outcome => outcome,
         }
     }
@@ -399,9 +409,19 @@ impl Store {
         &self,
         req: RotationRequest,
     ) -> Result<(Rotation, &'static str), StoreError> {
-        let mut tx = self.begin_write().await?;
+        // Read committed whatever the server's default, so that the look after the wait sees
+        // what the cut-off statement committed.
+        let mut tx = match self.backend {
+            super::Backend::Postgres => self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                .await
+                .map_err(StoreError::before_sending)?,
+            super::Backend::Sqlite => self.begin_write().await?,
+        };
         if self.backend == super::Backend::Postgres {
-            let wait = self.pool.options().get_acquire_timeout().as_millis();
+            // At least 1 ms: 0 would mean no limit.
+            let wait = self.pool.options().get_acquire_timeout().as_millis().max(1);
             sqlx::query("SELECT set_config('lock_timeout', $1, true)")
                 .bind(format!("{wait}ms"))
                 .execute(&mut *tx)
@@ -425,7 +445,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if let Some(rotation) = into_rotation(rows) {
-            tx.commit().await?;
+            // Nothing to commit: the answer is known, whatever would become of a commit's.
+            drop(tx);
             return Ok((rotation, "found"));
         }
         Ok((self.rotate_in(tx, req).await?, "redone"))
