@@ -1,5 +1,5 @@
-//! argon2id password hashing. Hashing is slow on purpose, so it runs on the blocking pool
-//! behind a semaphore: memory stays bounded under a flood and async workers stay free.
+//! argon2id password hashing. Hashing is slow on purpose, so it runs on a fixed set of
+//! threads behind a semaphore: memory stays bounded under a flood and async workers stay free.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +31,8 @@ pub enum HashError {
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
+    /// Jobs running or queued to run next: two per hashing thread.
     slots: Arc<Semaphore>,
-    /// One hashing thread per slot.
     threads: std::sync::mpsc::SyncSender<Job>,
     queue_timeout: Duration,
     /// A real hash of a random password: unknown users are verified against it so that they
@@ -70,14 +70,16 @@ impl Hasher {
         params: Params,
         dummy_hash: String,
     ) -> Result<Self, CryptoError> {
-        let slots = match settings.max_concurrent {
+        let threads = match settings.max_concurrent {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
         Ok(Self {
             params,
-            slots: Arc::new(Semaphore::new(slots)),
-            threads: start_threads(slots)?,
+            // One job waits beside each running one, so a thread that finishes starts the
+            // next at once instead of idling until an async worker hands it one.
+            slots: Arc::new(Semaphore::new(threads * 2)),
+            threads: start_threads(threads)?,
             queue_timeout: settings.queue_timeout,
             dummy_hash: Arc::new(dummy_hash),
         })
@@ -197,7 +199,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// pool each of dozens of threads kept its own). The threads end when the last sender is
 /// dropped.
 fn start_threads(n: usize) -> Result<std::sync::mpsc::SyncSender<Job>, CryptoError> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(n);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(n * 2);
     let receiver = Arc::new(std::sync::Mutex::new(receiver));
     for i in 0..n {
         let receiver = receiver.clone();
