@@ -110,6 +110,10 @@ pub struct DatabaseSettings {
     /// How long a request waits for a pooled connection.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Postgres ends a session of Tessera's that has been idle inside a transaction this long
+    /// (its instance or the network gone), releasing its row locks; 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
     /// Apply pending migrations at `serve`.
     pub migrate_on_start: bool,
 }
@@ -122,6 +126,10 @@ impl fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }

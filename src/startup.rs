@@ -37,6 +37,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         max_connections: settings.database.max_connections,
         min_connections: settings.database.min_connections,
         acquire_timeout: settings.database.acquire_timeout,
+        idle_in_transaction_timeout: settings.database.idle_in_transaction_timeout,
     };
     let url = settings.database.url.expose();
     Store::connect(url, &options).await.with_context(|| {

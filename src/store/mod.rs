@@ -143,6 +143,9 @@ pub struct PoolOptions {
     pub max_connections: u32,
     pub min_connections: u32,
     pub acquire_timeout: Duration,
+    /// Postgres's `idle_in_transaction_session_timeout` for every connection; zero leaves the
+    /// server's setting.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +175,7 @@ impl Store {
             }
             _ => url.to_owned(),
         };
+        let idle_in_transaction = options.idle_in_transaction_timeout;
         let connect_options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("database.url is not valid: {e}")))?;
         let pool = AnyPoolOptions::new()
@@ -184,6 +188,18 @@ impl Store {
             .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
+                    // Tessera never waits inside a transaction for anything but the database,
+                    // so a session idle in one is an instance or a network that is gone; its
+                    // row locks would otherwise hold up every request for those rows until
+                    // TCP gives up on it.
+                    if backend == Backend::Postgres && !idle_in_transaction.is_zero() {
+                        sqlx::query(
+                            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
+                        )
+                        .bind(format!("{}ms", idle_in_transaction.as_millis().max(1)))
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; the busy timeout makes
                         // writers queue instead of failing; foreign keys are off by default.

@@ -16,6 +16,7 @@ async fn open(db: &TestDb) -> Store {
             max_connections: 8,
             min_connections: 0,
             acquire_timeout: std::time::Duration::from_secs(5),
+            idle_in_transaction_timeout: std::time::Duration::from_secs(30),
         },
     )
     .await

@@ -954,6 +954,9 @@ struct Traps {
     /// Forwards the next request to Postgres holding some bytes, then cuts its connection: a
     /// statement Postgres goes on running for a client that is gone.
     request: Trap,
+    /// Holds back the next reply from Postgres holding some bytes, and every later one on its
+    /// connection, with both sockets left open: a network gone silent, neither side told.
+    freeze: Trap,
 }
 
 /// Cuts the connection that next carries some bytes one way. One-shot.
@@ -1097,6 +1100,9 @@ async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if traps.freeze.springs_on(&buf[..n]) {
+                std::future::pending::<()>().await;
+            }
             if traps.reply.springs_on(&buf[..n]) || client_write.write_all(&buf[..n]).await.is_err()
             {
                 return;
@@ -1111,6 +1117,46 @@ async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>
     // Dropping both sockets cuts the connection on both sides.
 }
 
+/// A server whose Postgres connections go through a [`Proxy`] in clear, so that the proxy's
+/// traps can see what the messages hold; alice has logged in once (`first` is her refresh
+/// token).
+struct Trapped {
+    // Dropped in this order: the server before its database.
+    server: Server,
+    proxy: Proxy,
+    db: TestDb,
+    http: reqwest::Client,
+    secret: String,
+    base: String,
+    first: String,
+}
+
+async fn trapped(extra: &[(&str, &str)]) -> Trapped {
+    let db = TestDb::new(Backend::Postgres).await;
+    let upstream = host_port(&db.url);
+    let proxy = Proxy::start(upstream.clone()).await;
+    let proxied_url = format!(
+        "{}?sslmode=disable",
+        db.url
+            .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1)
+    );
+    let http = http_client();
+    let mut server = Server::start_on(&db.path(), &proxied_url, extra);
+    server.wait_ready(&http).await;
+    let secret = server.seed();
+    let base = server.base();
+    let first = login(&http, &base, &secret).await.field("refresh_token");
+    Trapped {
+        server,
+        proxy,
+        db,
+        http,
+        secret,
+        base,
+        first,
+    }
+}
+
 /// A refresh rotation commits, but its answer never reaches Tessera: the proxy cuts the
 /// connection and drops the first reply that names the user, which is the rotation's. Tessera
 /// finds the successor that only this request could have inserted and answers 200 with it,
@@ -1120,21 +1166,15 @@ async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::new(Backend::Postgres).await;
-    let upstream = host_port(&db.url);
-    let proxy = Proxy::start(upstream.clone()).await;
-    // In clear, so that the proxy can see what a reply holds.
-    let proxied_url = format!(
-        "{}?sslmode=disable",
-        db.url
-            .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1)
-    );
-    let http = http_client();
-    let mut server = Server::start_on(&db.path(), &proxied_url, &[]);
-    server.wait_ready(&http).await;
-    let secret = server.seed();
-    let base = server.base();
-    let first = login(&http, &base, &secret).await.field("refresh_token");
+    let Trapped {
+        db: _db,
+        proxy,
+        server,
+        http,
+        secret,
+        base,
+        first,
+    } = trapped(&[]).await;
 
     proxy.traps.reply.arm(b"alice");
     let a = refresh(&http, &base, &secret, &first)
@@ -1225,20 +1265,15 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_that_commits_after_its_connection_is_cut_is_still_delivered() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::new(Backend::Postgres).await;
-    let upstream = host_port(&db.url);
-    let proxy = Proxy::start(upstream.clone()).await;
-    let proxied_url = format!(
-        "{}?sslmode=disable",
-        db.url
-            .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1)
-    );
-    let http = http_client();
-    let mut server = Server::start_on(&db.path(), &proxied_url, &[]);
-    server.wait_ready(&http).await;
-    let secret = server.seed();
-    let base = server.base();
-    let first = login(&http, &base, &secret).await.field("refresh_token");
+    let Trapped {
+        db,
+        proxy,
+        server,
+        http,
+        secret,
+        base,
+        first,
+    } = trapped(&[]).await;
     let hash = tessera::crypto::tokens::hash(&first);
 
     // Straight to Postgres: hold the presented token's row so that the rotation waits.
@@ -1300,6 +1335,73 @@ async fn a_rotation_that_commits_after_its_connection_is_cut_is_still_delivered(
         .expect("refresh");
     assert_eq!(next.status, 200, "the delivered token works: {}", next.body);
     assert_eq!(server.audit("token.refresh").len(), 2);
+}
+
+/// A rotation's connection goes silent in the middle of its transaction (no FIN, no RST), with
+/// the presented token's row locked. Postgres ends the session after
+/// `database.idle_in_transaction_timeout`, so the client's retry with the same token is
+/// answered instead of waiting behind the lock until TCP gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_network_goes_silent_releases_its_locks() {
+    let _serial = SERIAL.lock().await;
+    let Trapped {
+        db: _db,
+        proxy,
+        server,
+        http,
+        secret,
+        base,
+        first: token,
+    } = trapped(&[("TESSERA__DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "1s")]).await;
+
+    // The multi-statement path (a narrower scope): the token is claimed, then the reply that
+    // names the user never comes, and the transaction stays open on the database's side.
+    proxy.traps.freeze.arm(b"alice");
+    let frozen = tokio::spawn({
+        let (http, base, secret, token) =
+            (http.clone(), base.clone(), secret.clone(), token.clone());
+        async move {
+            send(post(
+                &http,
+                &base,
+                "/oauth/token",
+                (CLIENT, &secret),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &token),
+                    ("scope", "read"),
+                ],
+            ))
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.traps.freeze.sprung() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotation's reply was not held back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let asked = Instant::now();
+    let retry = refresh(&http, &base, &secret, &token)
+        .await
+        .expect("the retry is answered within the client's timeout");
+    assert_eq!(
+        retry.status,
+        200,
+        "the silent transaction never committed, so the token is still good: {}\n{}",
+        retry.body,
+        server.logs()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(server.audit("token.refresh").len(), 1);
+    frozen.abort();
 }
 
 /// `host:port` of a postgres:// URL.
