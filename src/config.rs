@@ -80,6 +80,10 @@ pub struct ServerSettings {
     /// Grace period for in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Longest a request may take before it is answered 503: a bound for what nothing else
+    /// bounds (a database connection gone silent).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Serve HTTPS with these PEM files; plain HTTP when absent.
@@ -339,6 +343,9 @@ impl Settings {
         if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
             return invalid("server.tls.cert and server.tls.key go together");
         }
+        if self.server.request_timeout.is_zero() {
+            return invalid("server.request_timeout must be more than 0");
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
@@ -425,6 +432,18 @@ mod tests {
         assert_eq!(s.passwords.argon2_memory_kib, 19456);
         assert_eq!(s.tokens.access_ttl, Duration::from_secs(600));
         assert_eq!(s.tokens.refresh_idle_ttl, Duration::from_secs(14 * 86400));
+        assert_eq!(s.server.request_timeout, Duration::from_secs(30));
+        assert_eq!(
+            s.database.idle_in_transaction_timeout,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn a_zero_request_timeout_is_refused() {
+        let err = Settings::load_from(None, &env(&[("TESSERA__SERVER__REQUEST_TIMEOUT", "0s")]))
+            .expect_err("zero");
+        assert!(err.to_string().contains("request_timeout"), "{err}");
     }
 
     #[test]

@@ -230,8 +230,13 @@ impl Application {
             _ => None,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let request_timeout = settings.server.request_timeout;
         let server = HttpServer::new(move || {
             App::new()
+                // Inside `observe`, so that a request cut short is measured and logged too.
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    http::observe::deadline(request_timeout, req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(http::observe::observe))
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(settings.server.max_body_bytes))

@@ -107,6 +107,27 @@ fn request_id(req: &ServiceRequest) -> String {
         .map_or_else(tokens::random_id, str::to_owned)
 }
 
+/// Answers 503 for a request still running after `limit`; the handler is dropped. Only a
+/// database connection gone silent gets there: everything else has a shorter bound of its own.
+pub async fn deadline(
+    limit: std::time::Duration,
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    match tokio::time::timeout(limit, next.call(req)).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::warn!(limit = ?limit, "request timed out");
+            Err(
+                crate::http::error::ApiError(crate::oauth::OAuthError::TemporarilyUnavailable(
+                    "the request took too long; retry".into(),
+                ))
+                .into(),
+            )
+        }
+    }
+}
+
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,

@@ -1340,7 +1340,8 @@ async fn a_rotation_that_commits_after_its_connection_is_cut_is_still_delivered(
 /// A rotation's connection goes silent in the middle of its transaction (no FIN, no RST), with
 /// the presented token's row locked. Postgres ends the session after
 /// `database.idle_in_transaction_timeout`, so the client's retry with the same token is
-/// answered instead of waiting behind the lock until TCP gives up.
+/// answered instead of waiting behind the lock until TCP gives up; the request on the silent
+/// connection is answered 503 at `server.request_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_whose_network_goes_silent_releases_its_locks() {
     let _serial = SERIAL.lock().await;
@@ -1352,7 +1353,11 @@ async fn a_transaction_whose_network_goes_silent_releases_its_locks() {
         secret,
         base,
         first: token,
-    } = trapped(&[("TESSERA__DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "1s")]).await;
+    } = trapped(&[
+        ("TESSERA__DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "1s"),
+        ("TESSERA__SERVER__REQUEST_TIMEOUT", "3s"),
+    ])
+    .await;
 
     // The multi-statement path (a narrower scope): the token is claimed, then the reply that
     // names the user never comes, and the transaction stays open on the database's side.
@@ -1401,7 +1406,24 @@ async fn a_transaction_whose_network_goes_silent_releases_its_locks() {
         asked.elapsed()
     );
     assert_eq!(server.audit("token.refresh").len(), 1);
-    frozen.abort();
+
+    // The request on the silent connection itself is answered at `server.request_timeout`.
+    let cut_short = tokio::time::timeout(Duration::from_secs(10), frozen)
+        .await
+        .expect("the frozen request is answered within the request timeout")
+        .expect("task")
+        .expect("an answer");
+    assert!(
+        cut_short.is_unavailable(),
+        "{} {}",
+        cut_short.status,
+        cut_short.body
+    );
+    assert!(
+        server.logs().contains("request timed out"),
+        "{}",
+        server.logs()
+    );
 }
 
 /// `host:port` of a postgres:// URL.
