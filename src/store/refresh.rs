@@ -409,28 +409,30 @@ impl Store {
         &self,
         req: RotationRequest,
     ) -> Result<(Rotation, &'static str), StoreError> {
-        // Read committed whatever the server's default, so that the look after the wait sees
-        // what the cut-off statement committed.
         let mut tx = match self.backend {
-            super::Backend::Postgres => self
-                .pool
-                .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
-                .await
-                .map_err(StoreError::before_sending)?,
+            // SQLite's write transaction already excludes every other writer.
             super::Backend::Sqlite => self.begin_write().await?,
+            super::Backend::Postgres => {
+                // Read committed whatever the server's default, so that the look after the
+                // wait sees what the cut-off statement committed.
+                let mut tx = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    .await
+                    .map_err(StoreError::before_sending)?;
+                // At least 1 ms: 0 would mean no limit.
+                let wait = self.pool.options().get_acquire_timeout().as_millis().max(1);
+                sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                    .bind(format!("{wait}ms"))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+                    .bind(req.presented_hash.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
         };
-        if self.backend == super::Backend::Postgres {
-            // At least 1 ms: 0 would mean no limit.
-            let wait = self.pool.options().get_acquire_timeout().as_millis().max(1);
-            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(format!("{wait}ms"))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
-                .bind(req.presented_hash.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
         // A statement of its own, so that its snapshot is taken after the wait.
         let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!(
             "JOIN refresh_tokens n ON n.family_id = f.id \

@@ -333,14 +333,30 @@ async fn refresh(
     secret: &str,
     token: &str,
 ) -> Result<Answer, reqwest::Error> {
-    send(post(
-        http,
-        base,
-        "/oauth/token",
-        (CLIENT, secret),
-        &[("grant_type", "refresh_token"), ("refresh_token", token)],
-    ))
-    .await
+    refresh_asking(http, base, secret, token, &[]).await
+}
+
+/// A refresh asking for the `read` scope again: a narrower scope takes the multi-statement
+/// rotation, whose reply after the claim names the user.
+async fn refresh_narrowed(
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    token: &str,
+) -> Result<Answer, reqwest::Error> {
+    refresh_asking(http, base, secret, token, &[("scope", "read")]).await
+}
+
+async fn refresh_asking(
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> Result<Answer, reqwest::Error> {
+    let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+    form.extend_from_slice(extra);
+    send(post(http, base, "/oauth/token", (CLIENT, secret), &form)).await
 }
 
 /// Logs alice in; returns the whole token response.
@@ -971,7 +987,7 @@ impl Trap {
         *self.needle.lock().expect("trap") = Some(needle.to_vec());
     }
 
-    /// Whether `chunk` (from Postgres) springs the trap; it is disarmed if so.
+    /// Whether `chunk` springs the trap; it is disarmed if so.
     fn springs_on(&self, chunk: &[u8]) -> bool {
         let mut needle = self.needle.lock().expect("trap");
         let hit = needle
@@ -1202,19 +1218,9 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
     assert_eq!(server.audit("token.refresh").len(), 1);
 
     proxy.traps.reply.arm(b"alice");
-    let narrowed = send(post(
-        &http,
-        &base,
-        "/oauth/token",
-        (CLIENT, &secret),
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &second),
-            ("scope", "read"),
-        ],
-    ))
-    .await
-    .expect("refresh");
+    let narrowed = refresh_narrowed(&http, &base, &secret, &second)
+        .await
+        .expect("refresh");
     assert_eq!(
         proxy.traps.reply.sprung(),
         2,
@@ -1365,20 +1371,7 @@ async fn a_transaction_whose_network_goes_silent_releases_its_locks() {
     let frozen = tokio::spawn({
         let (http, base, secret, token) =
             (http.clone(), base.clone(), secret.clone(), token.clone());
-        async move {
-            send(post(
-                &http,
-                &base,
-                "/oauth/token",
-                (CLIENT, &secret),
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &token),
-                    ("scope", "read"),
-                ],
-            ))
-            .await
-        }
+        async move { refresh_narrowed(&http, &base, &secret, &token).await }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while proxy.traps.freeze.sprung() == 0 {
