@@ -53,7 +53,16 @@ pub struct AuditSettings {
     /// Audit rows older than this are deleted by clean-up.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How long events without a state change may wait to be written in one batch.
+    /// "wait": a request whose events accompany no state change (failed logins,
+    /// client_credentials tokens, refusals) is answered only once they have committed, and
+    /// fails with 503 if they cannot be written within database.acquire_timeout. "drop": it is
+    /// answered at once; events are queued in memory and dropped (counted in
+    /// tessera_audit_dropped_total) when the queue is full or the process dies.
+    pub on_overload: crate::store::OnOverload,
+    /// Most audit INSERTs running at once per instance: one while it keeps up (batches grow
+    /// with load), more only when the next batch has waited 10 ms for it.
+    pub writers: usize,
+    /// With on_overload = "drop" only: how long events may gather before they are written.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
 }
@@ -174,6 +183,10 @@ pub struct TokenSettings {
     /// Window in which a rotated refresh token is refused without revoking its family.
     #[serde(with = "humantime_serde")]
     pub refresh_reuse_grace: Duration,
+    /// How long a rotated refresh token (and a revoked family) is remembered, so that
+    /// presenting it again is detected as reuse; after that it is deleted and is just unknown.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_detection: Duration,
     /// `aud` for clients registered without audiences.
     pub default_audience: String,
     /// Claim name carrying the user's roles.

@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::oauth::keyring::KeyPolicy;
 use crate::oauth::maintenance::{CleanupPolicy, collect_garbage};
 use crate::oauth::{KeyRing, OAuth, Policy};
-use crate::store::{AuditWriter, Backend, PoolOptions, Store};
+use crate::store::{AuditWriter, Backend, PoolOptions, Store, WriterOptions};
 
 pub struct Application {
     port: u16,
@@ -171,7 +171,15 @@ impl Application {
             .await
             .context("loading signing keys")?;
         let hasher = Hasher::new(&settings.passwords)?;
-        let (audit, audit_task) = AuditWriter::spawn(store.clone(), settings.audit.flush_interval);
+        let (audit, audit_task) = AuditWriter::spawn(
+            store.clone(),
+            WriterOptions {
+                on_overload: settings.audit.on_overload,
+                writers: settings.audit.writers,
+                linger: settings.audit.flush_interval,
+                patience: settings.database.acquire_timeout,
+            },
+        );
         let oauth = OAuth {
             store: store.clone(),
             hasher,
@@ -198,6 +206,7 @@ impl Application {
             algorithm,
             settings.keys.reload_interval,
         ));
+        let partitions = tokio::spawn(audit_partition_loop(store.clone(), clock.clone()));
         let cleanup = tokio::spawn(cleanup_loop(
             store.clone(),
             clock.clone(),
@@ -282,7 +291,7 @@ impl Application {
             port,
             servers,
             store,
-            background: [maintenance, cleanup]
+            background: [maintenance, cleanup, partitions]
                 .into_iter()
                 .chain(client_cache)
                 .chain(batches)
@@ -374,6 +383,21 @@ async fn maintenance_loop(
 }
 
 /// Deletes what has expired, on every instance; batches keep it safe to run concurrently.
+/// Attaches the audit log's day partitions ahead of need, at start and hourly, whether or not
+/// clean-up runs: without them events would pile up in the default partition.
+async fn audit_partition_loop(store: Store, clock: Arc<dyn Clock>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        if let Err(error) = store
+            .prepare_audit_partitions(clock.now(), crate::oauth::maintenance::AUDIT_DAYS_AHEAD)
+            .await
+        {
+            tracing::warn!(%error, "attaching audit partitions failed; will retry");
+        }
+    }
+}
+
 async fn cleanup_loop(store: Store, clock: Arc<dyn Clock>, policy: CleanupPolicy, every: Duration) {
     if every.is_zero() {
         return;

@@ -202,8 +202,11 @@ impl Admin {
         self.client(client_id).await
     }
 
-    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, AdminError> {
-        Ok(self.store.list_clients().await?)
+    pub async fn list_clients(
+        &self,
+        page: &crate::store::Page,
+    ) -> Result<Vec<ClientRecord>, AdminError> {
+        Ok(self.store.list_clients(page).await?)
     }
 
     /// A new secret for a confidential client. It works at once; the old one stops working at

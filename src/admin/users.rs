@@ -74,8 +74,19 @@ impl Admin {
         }
     }
 
-    pub async fn list_users(&self) -> Result<Vec<UserRecord>, AdminError> {
-        Ok(self.store.list_users().await?)
+    /// One page of users; `prefix` is matched against normalized usernames.
+    pub async fn list_users(
+        &self,
+        page: &crate::store::Page,
+        prefix: Option<&str>,
+    ) -> Result<Vec<UserRecord>, AdminError> {
+        use crate::oauth::usernames::normalize;
+        let prefix = prefix.map(normalize);
+        let page = crate::store::Page {
+            after: page.after.as_deref().map(normalize),
+            limit: page.limit,
+        };
+        Ok(self.store.list_users(&page, prefix.as_deref()).await?)
     }
 
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AdminError> {

@@ -19,8 +19,12 @@ pub struct AuditArgs {
     /// RFC 3339 time (2026-01-31T12:00:00Z) or an age (2h, 7d).
     #[arg(long)]
     since: Option<String>,
+    /// Rows to show (at most 10000).
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    /// Show the rows after this one: the cursor (TIME:ID) the previous page printed.
+    #[arg(long, value_name = "CURSOR")]
+    after: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -38,6 +42,13 @@ fn parse_since(raw: &str, now: i64) -> Result<i64, UsageError> {
         })
 }
 
+/// `TIME:ID`, as a page's hint prints it.
+fn parse_cursor(raw: &str) -> Result<(i64, i64), UsageError> {
+    raw.split_once(':')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
+        .ok_or_else(|| UsageError(format!("--after {raw:?} is not a cursor printed by a page")))
+}
+
 pub async fn run(args: AuditArgs, admin: &Admin) -> anyhow::Result<()> {
     let since = args
         .since
@@ -49,9 +60,20 @@ pub async fn run(args: AuditArgs, admin: &Admin) -> anyhow::Result<()> {
         client_id: args.client,
         action: args.action,
         since,
-        limit: i64::from(args.limit.clamp(1, 100_000)),
+        after: args.after.as_deref().map(parse_cursor).transpose()?,
+        limit: i64::from(args.limit.clamp(1, super::page::MAX_LIMIT)),
     };
     let rows = admin.store.audit_query(&filter).await?;
+    if let Some(last) = rows.last()
+        && rows.len() as i64 >= filter.limit
+    {
+        eprintln!(
+            "-- {} shown; the next page: --after {}:{}",
+            rows.len(),
+            last.at,
+            last.id
+        );
+    }
     if args.json {
         let view: Vec<serde_json::Value> = rows
             .iter()

@@ -3,6 +3,7 @@
 use clap::{ArgAction, Subcommand};
 
 use super::output::{self, ClientView};
+use super::page::PageArgs;
 use crate::admin::{Admin, ClientSpec, ClientUpdate};
 
 #[derive(Debug, Subcommand)]
@@ -55,8 +56,10 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List clients.
+    /// List clients in id order, one page at a time.
     List {
+        #[command(flatten)]
+        page: PageArgs,
         #[arg(long)]
         json: bool,
     },
@@ -157,8 +160,9 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
             let client = admin.update_client(&client_id, update).await?;
             print(&ClientView::new(&client, None), json)?;
         }
-        ClientCommand::List { json } => {
-            let clients = admin.list_clients().await?;
+        ClientCommand::List { page, json } => {
+            let clients = admin.list_clients(&page.page()).await?;
+            page.hint_next(clients.len(), clients.last().map(|c| c.client_id.as_str()));
             let views: Vec<ClientView> = clients.iter().map(|c| ClientView::new(c, None)).collect();
             if json {
                 output::json(&views)?;

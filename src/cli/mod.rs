@@ -5,6 +5,7 @@ mod audit;
 mod clients;
 mod keys;
 mod output;
+mod page;
 mod password;
 mod roles;
 mod tokens;
@@ -115,11 +116,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let admin = admin(settings).await?;
             let report = admin.gc().await?;
             println!(
-                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows, {} throttle counters, {} signing keys",
+                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows ({} day partitions), {} throttle counters, {} signing keys",
                 report.rows.refresh_families,
                 report.rows.refresh_tokens,
                 report.rows.denylist,
                 report.rows.audit_rows,
+                report.rows.audit_partitions,
                 report.throttle_counters,
                 report.signing_keys
             );

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 
+use super::page::PageArgs;
 use super::{UsageError, output};
 use crate::admin::Admin;
 use crate::clock::format_time;
@@ -13,6 +14,8 @@ pub enum TokenCommand {
     List {
         #[arg(long)]
         user: String,
+        #[command(flatten)]
+        page: PageArgs,
         #[arg(long)]
         json: bool,
     },
@@ -33,9 +36,16 @@ pub struct RevokeArgs {
 pub async fn run(cmd: TokenCommand, admin: &Admin) -> anyhow::Result<()> {
     let now = admin.clock.now();
     match cmd {
-        TokenCommand::List { user, json } => {
+        TokenCommand::List { user, page, json } => {
             let user = admin.user(&user).await?;
-            let families = admin.store.list_families(&user.id, now).await?;
+            let families = admin
+                .store
+                .list_families(&user.id, now, &page.page())
+                .await?;
+            page.hint_next(
+                families.len(),
+                families.last().map(|f| f.family_id.as_str()),
+            );
             if json {
                 let view: Vec<serde_json::Value> = families
                     .iter()

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::output::{self, UserView};
+use super::page::PageArgs;
 use super::password;
 use crate::admin::Admin;
 
@@ -21,8 +22,13 @@ pub enum UserCommand {
         #[arg(long)]
         disabled: bool,
     },
-    /// List users.
+    /// List users in username order, one page at a time.
     List {
+        /// Only usernames that start with this.
+        #[arg(long, value_name = "PREFIX")]
+        search: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
         #[arg(long)]
         json: bool,
     },
@@ -64,8 +70,15 @@ pub async fn run(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                 .await?;
             println!("user {} created (id {})", user.username, user.id);
         }
-        UserCommand::List { json } => {
-            let users = admin.list_users().await?;
+        UserCommand::List { search, page, json } => {
+            let users = admin.list_users(&page.page(), search.as_deref()).await?;
+            page.hint_next(
+                users.len(),
+                users
+                    .last()
+                    .map(|u| crate::oauth::usernames::normalize(&u.username))
+                    .as_deref(),
+            );
             if json {
                 output::json(&users.iter().map(UserView::from).collect::<Vec<_>>())?;
             } else {

@@ -29,7 +29,7 @@ impl OAuth {
         )
         .client(&client.client_id)
         .details(json!({ "grant": "client_credentials", "scope": granted.join(" ") }))])
-            .await;
+            .await?;
         Self::count_issued("client_credentials", client);
         // RFC 6749 §4.4.3: no refresh token for this grant.
         Ok(TokenResponse {

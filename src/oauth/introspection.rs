@@ -60,7 +60,7 @@ impl OAuth {
             )
             .outcome("denied")
             .client(&client.client_id)])
-                .await;
+                .await?;
             return Err(OAuthError::NotPermitted(
                 "this client may not introspect tokens".into(),
             ));

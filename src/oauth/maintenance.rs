@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::keyring::{KeyState, describe};
-use crate::store::{GcReport, Store, StoreError};
+use crate::store::{GcCutoffs, GcReport, Store, StoreError};
 
 /// What one clean-up deleted.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -19,11 +19,17 @@ pub struct CleanupReport {
 #[derive(Debug, Clone)]
 pub struct CleanupPolicy {
     pub audit_retention: i64,
+    /// Revoked families are kept this long for reuse detection (and never less than an
+    /// access token lives).
+    pub revoked_family_retention: i64,
     /// Throttle counters idle this long are forgotten.
     pub throttle_idle: i64,
     pub access_ttl: i64,
     pub batch: i64,
 }
+
+/// Day partitions of the audit log attached ahead of need (Postgres).
+pub const AUDIT_DAYS_AHEAD: i64 = 3;
 
 pub async fn collect_garbage(
     store: &Store,
@@ -31,14 +37,19 @@ pub async fn collect_garbage(
     policy: &CleanupPolicy,
 ) -> Result<CleanupReport, StoreError> {
     let mut report = CleanupReport::default();
+    let cut = GcCutoffs {
+        now,
+        audit: now.saturating_sub(policy.audit_retention),
+        revoked: now.saturating_sub(policy.revoked_family_retention),
+    };
+    store
+        .prepare_audit_partitions(now, AUDIT_DAYS_AHEAD)
+        .await?;
+    let (partitions, rows) = store.drop_audit_partitions(cut.audit).await?;
+    report.rows.audit_partitions = partitions;
+    report.rows.audit_rows = rows;
     loop {
-        let batch = store
-            .gc_batch(
-                now,
-                now.saturating_sub(policy.audit_retention),
-                policy.batch,
-            )
-            .await?;
+        let batch = store.gc_batch(cut, policy.batch).await?;
         let done = batch == GcReport::default();
         report.rows.refresh_families += batch.refresh_families;
         report.rows.refresh_tokens += batch.refresh_tokens;
@@ -73,6 +84,9 @@ impl CleanupPolicy {
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             audit_retention: secs(s.audit.retention),
+            revoked_family_retention: secs(s.tokens.refresh_reuse_detection)
+                .max(secs(s.tokens.refresh_reuse_grace))
+                .max(secs(s.tokens.access_ttl)),
             throttle_idle: secs(s.security.max_backoff).max(3600),
             access_ttl: secs(s.tokens.access_ttl),
             batch: s.maintenance.gc_batch_size,

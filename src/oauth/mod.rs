@@ -41,6 +41,7 @@ pub struct Policy {
     pub refresh_idle_ttl: i64,
     pub refresh_absolute_ttl: i64,
     pub refresh_reuse_grace: i64,
+    pub refresh_reuse_detection: i64,
     pub default_audience: String,
     pub roles_claim: String,
     pub password_max_length: usize,
@@ -57,6 +58,8 @@ impl Policy {
             refresh_idle_ttl: secs(s.tokens.refresh_idle_ttl),
             refresh_absolute_ttl: secs(s.tokens.refresh_absolute_ttl),
             refresh_reuse_grace: secs(s.tokens.refresh_reuse_grace),
+            refresh_reuse_detection: secs(s.tokens.refresh_reuse_detection)
+                .max(secs(s.tokens.refresh_reuse_grace)),
             default_audience: s.tokens.default_audience.clone(),
             roles_claim: s.tokens.roles_claim.clone(),
             password_max_length: s.passwords.max_length,
@@ -181,18 +184,18 @@ impl OAuth {
                 .outcome("failure")
                 .client(&claimed)
                 .details(serde_json::json!({ "method": auth.method(), "folded": folded }))])
-                    .await;
+                    .await?;
                 Err(OAuthError::InvalidClient(reason))
             }
             other => other,
         }
     }
 
-    /// Records events that accompany no state change, through the batched writer: they
-    /// reach the table within `audit.flush_interval`, and never turn a correct answer into an
-    /// error.
-    async fn record(&self, events: &[AuditEvent]) {
-        self.audit.write(events);
+    /// Records events that accompany no state change through the shared writer. With
+    /// `audit.on_overload = "wait"` it returns once they have committed, and an error (the
+    /// request must fail) when they cannot be written.
+    async fn record(&self, events: &[AuditEvent]) -> Result<(), OAuthError> {
+        Ok(self.audit.write(events).await?)
     }
 
     fn actor(client_id: &str) -> String {

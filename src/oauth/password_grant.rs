@@ -53,7 +53,7 @@ impl OAuth {
                 let event = failure("malformed");
                 let details =
                     json!({ "reason": "malformed", "grant": "password", "folded": folded });
-                self.record(&[event.details(details)]).await;
+                self.record(&[event.details(details)]).await?;
             }
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         }
@@ -67,7 +67,8 @@ impl OAuth {
             .admit_login(&normalized, now, deadline, ticket, throttle)
             .await?;
         let Some((admitted, failures)) = admission else {
-            self.record(&[failure("throttled").outcome("denied")]).await;
+            self.record(&[failure("throttled").outcome("denied")])
+                .await?;
             return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
         };
         let slot = self.hasher.acquire_until(deadline).await?;
@@ -82,10 +83,11 @@ impl OAuth {
                     Some(_) => "wrong_password",
                 };
                 let settled = self.settle_failure(admitted, normalized).await;
-                // Audited even when the count could not be written yet (the batched writer
-                // keeps it until the database is back).
-                self.record(&[failure(reason)]).await;
+                // Audited even when the count could not be written, and the other way round:
+                // neither failure hides the other's attempt.
+                let recorded = self.record(&[failure(reason)]).await;
                 settled?;
+                recorded?;
                 return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
             }
         };
@@ -135,7 +137,7 @@ impl OAuth {
             }
             Some(token)
         } else {
-            self.record(&[login]).await;
+            self.record(&[login]).await?;
             None
         };
         if verified.needs_rehash {

@@ -43,6 +43,7 @@ impl OAuth {
                 grace_cutoff,
                 new_hash: tokens::hash(&new_token),
                 new_idle_expires_at: now.saturating_add(self.policy.refresh_idle_ttl),
+                forget_rotated_at: now.saturating_add(self.policy.refresh_reuse_detection),
                 requested_scope: requested.clone(),
                 success_event: AuditEvent::new(now, actor.clone(), "token.refresh", "")
                     .client(&client.client_id)
@@ -64,7 +65,7 @@ impl OAuth {
                     .outcome("denied")
                     .client(&client.client_id)
                     .details(json!({ "requested": requested.map(|r| r.join(" ")) }))])
-                    .await;
+                    .await?;
                 return Err(OAuthError::InvalidScope(
                     "scope exceeds what was originally granted".into(),
                 ));
@@ -91,7 +92,7 @@ impl OAuth {
                 .client(&client.client_id)
                 .details(json!({ "reason": reason }));
                 event.username = username;
-                self.record(&[event]).await;
+                self.record(&[event]).await?;
                 return Err(OAuthError::invalid_grant(INVALID));
             }
         };

@@ -83,6 +83,8 @@ pub struct AuditFilter {
     pub client_id: Option<String>,
     pub action: Option<String>,
     pub since: Option<i64>,
+    /// Only rows listed after this one (`at`, `id`): older, or as old with a lower id.
+    pub after: Option<(i64, i64)>,
     pub limit: i64,
 }
 
@@ -170,13 +172,15 @@ impl Store {
              WHERE ($1 IS NULL OR username = $1) \
                AND ($2 IS NULL OR client_id = $2) \
                AND ($3 IS NULL OR action = $3) \
-               AND at >= $4 \
-             ORDER BY at DESC, id DESC LIMIT $5",
+               AND at >= $4 AND (at, id) < ($5, $6) \
+             ORDER BY at DESC, id DESC LIMIT $7",
         )
         .bind(filter.username.as_deref())
         .bind(filter.client_id.as_deref())
         .bind(filter.action.as_deref())
         .bind(filter.since.unwrap_or(i64::MIN))
+        .bind(filter.after.map_or(i64::MAX, |a| a.0))
+        .bind(filter.after.map_or(i64::MAX, |a| a.1))
         .bind(filter.limit)
         .fetch_all(&self.pool)
         .await?;

@@ -270,7 +270,7 @@ pub(super) fn by_number<A>(
 impl StoreError {
     /// The same failure, for each of the callers that shared a statement (sqlx errors are not
     /// `Clone`); what matters downstream is the variant, which decides between 503 and 500.
-    fn for_another_caller(&self) -> Self {
+    pub(super) fn for_another_caller(&self) -> Self {
         match self {
             // Whether the statement may have run is kept: a rotation whose answer was lost
             // looks for its own outcome, one that never ran does not.

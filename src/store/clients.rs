@@ -171,10 +171,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+    /// Clients in id order, one page.
+    pub async fn list_clients(&self, page: &super::Page) -> Result<Vec<ClientRecord>, StoreError> {
         let rows = sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"
+            "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2"
         )))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(ClientRecord::from).collect())

@@ -4,6 +4,7 @@
 
 mod access_checks;
 mod audit;
+mod audit_partitions;
 mod audit_writer;
 mod batch;
 mod client_cache;
@@ -26,10 +27,10 @@ use sqlx::{AnyPool, Executor};
 
 pub use access_checks::AccessCheck;
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
-pub use audit_writer::AuditWriter;
+pub use audit_writer::{AuditWriter, OnOverload, WriterOptions};
 pub use clients::{ClientRecord, NewClient};
 pub use keys::StoredKey;
-pub use maintenance::GcReport;
+pub use maintenance::{GcCutoffs, GcReport};
 pub use refresh::{
     FamilyRecord, FamilySummary, NewFamily, RefreshLookup, Rotation, RotationRequest,
 };
@@ -39,6 +40,27 @@ pub use users::{NewUser, UserRecord};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// One page of a listing: the rows that come after `after` (a listing's own cursor: a
+/// username, a client id, a family id) in its order, at most `limit` of them.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// `prefix` as a LIKE pattern that matches it literally at the start (escape character `\`).
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

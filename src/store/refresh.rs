@@ -46,6 +46,9 @@ pub struct RotationRequest {
     pub grace_cutoff: i64,
     pub new_hash: Vec<u8>,
     pub new_idle_expires_at: i64,
+    /// The presented token, once rotated, is kept for reuse detection until then (its
+    /// idle expiry is brought forward to it) and collected after.
+    pub forget_rotated_at: i64,
     /// A narrower scope asked for; rotation is undone when it is not within the family's.
     pub requested_scope: Option<Vec<String>>,
     /// Recorded on success; the store fills in username and target (the family id).
@@ -183,7 +186,7 @@ fn into_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
 /// claim matches nothing the statement changes nothing and returns no row.
 const ROTATE_IN_ONE_STATEMENT: &str = "\
 WITH claimed AS ( \
-    UPDATE refresh_tokens SET rotated_at = $1 \
+    UPDATE refresh_tokens SET rotated_at = $1, idle_expires_at = LEAST(idle_expires_at, $10) \
     WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
       AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
           WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $3 \
@@ -471,7 +474,8 @@ impl Store {
         req: RotationRequest,
     ) -> Result<Rotation, StoreError> {
         let claimed: Option<String> = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET rotated_at = $1 \
+            "UPDATE refresh_tokens SET rotated_at = $1, \
+                 idle_expires_at = CASE WHEN idle_expires_at < $4 THEN idle_expires_at ELSE $4 END \
              WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
                AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
                    WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $3 \
@@ -481,6 +485,7 @@ impl Store {
         .bind(req.now)
         .bind(req.presented_hash.clone())
         .bind(&req.client_id)
+        .bind(req.forget_rotated_at)
         .fetch_optional(&mut *tx)
         .await?;
 
@@ -528,6 +533,7 @@ impl Store {
                     client_id: req.client_id.clone(),
                     next_hash: hex::encode(&req.new_hash),
                     next_idle: req.new_idle_expires_at,
+                    forget: req.forget_rotated_at,
                     actor: event.actor.clone(),
                     action: event.action,
                     outcome: event.outcome,
@@ -572,6 +578,7 @@ impl Store {
             .bind(event.action)
             .bind(event.outcome)
             .bind(event.details.to_string())
+            .bind(req.forget_rotated_at)
             .fetch_optional(&mut *conn)
             .await?)
     }
@@ -676,21 +683,27 @@ impl Store {
         Ok(revoked)
     }
 
-    /// Live families of a user, newest first.
+    /// Live families of a user, newest first, one page (the cursor is a family id).
     pub async fn list_families(
         &self,
         user_id: &str,
         now: i64,
+        page: &super::Page,
     ) -> Result<Vec<FamilySummary>, StoreError> {
         Ok(sqlx::query_as::<_, FamilySummary>(
             "SELECT f.id AS family_id, f.client_id, f.created_at, MAX(t.issued_at) AS last_used_at, \
              f.expires_at FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id \
              WHERE f.user_id = $1 AND f.revoked_at IS NULL AND f.expires_at > $2 \
+               AND ($3 IS NULL OR f.created_at < (SELECT created_at FROM refresh_families WHERE id = $3) \
+                 OR (f.created_at = (SELECT created_at FROM refresh_families WHERE id = $3) \
+                     AND f.id < $3)) \
              GROUP BY f.id, f.client_id, f.created_at, f.expires_at \
-             HAVING MAX(t.idle_expires_at) > $2 ORDER BY f.created_at DESC",
+             HAVING MAX(t.idle_expires_at) > $2 ORDER BY f.created_at DESC, f.id DESC LIMIT $4",
         )
         .bind(user_id)
         .bind(now)
+        .bind(page.after.as_deref())
+        .bind(page.limit)
         .fetch_all(&self.pool)
         .await?)
     }

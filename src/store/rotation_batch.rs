@@ -29,6 +29,8 @@ pub(super) struct RotationItem {
     pub client_id: String,
     pub next_hash: String,
     pub next_idle: i64,
+    /// When the presented token, once rotated, is collected.
+    pub forget: i64,
     pub actor: String,
     pub action: &'static str,
     pub outcome: &'static str,
@@ -65,12 +67,13 @@ struct Rotated {
 const ROTATE_BATCH: &str = "\
 WITH q AS MATERIALIZED ( \
     SELECT i, now, decode(hash, 'hex') AS hash, client_id, decode(next_hash, 'hex') AS next_hash, \
-           next_idle, actor, action, outcome, details \
+           next_idle, forget, actor, action, outcome, details \
     FROM jsonb_to_recordset($1::jsonb) AS q(i BIGINT, now BIGINT, hash TEXT, client_id TEXT, \
-        next_hash TEXT, next_idle BIGINT, actor TEXT, action TEXT, outcome TEXT, details TEXT) \
+        next_hash TEXT, next_idle BIGINT, forget BIGINT, actor TEXT, action TEXT, outcome TEXT, details TEXT) \
     ORDER BY hash \
 ), claimed AS ( \
-    UPDATE refresh_tokens t SET rotated_at = q.now FROM q \
+    UPDATE refresh_tokens t SET rotated_at = q.now, \
+        idle_expires_at = LEAST(t.idle_expires_at, q.forget) FROM q \
     WHERE t.token_hash = ANY (ARRAY(SELECT hash FROM q)) AND t.token_hash = q.hash \
       AND t.rotated_at IS NULL AND t.idle_expires_at > q.now \
       AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \

@@ -151,10 +151,26 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+    /// Users in username order, one page; `prefix` (normalized) keeps those whose username
+    /// starts with it. The page is picked on the unique username index alone, then joined.
+    pub async fn list_users(
+        &self,
+        page: &super::Page,
+        prefix: Option<&str>,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let prefix = prefix.unwrap_or("");
+        // `>= prefix` lets the index start the scan there; LIKE decides.
         let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
-            " ORDER BY u.username_normalized, u.id"
+            " WHERE u.id IN (SELECT id FROM users \
+               WHERE username_normalized > $1 AND username_normalized >= $2 \
+                 AND username_normalized LIKE $3 ESCAPE '\\' \
+               ORDER BY username_normalized LIMIT $4) \
+             ORDER BY u.username_normalized, u.id"
         ))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(prefix)
+        .bind(super::like_prefix(prefix))
+        .bind(page.limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(fold_users(rows))

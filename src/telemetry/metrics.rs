@@ -74,6 +74,22 @@ fn describe() {
         "tessera_revocations_total",
         "Tokens revoked at the revocation endpoint by kind"
     );
+    describe_counter!(
+        "tessera_audit_written_total",
+        "Audit events written by the shared writer"
+    );
+    describe_counter!(
+        "tessera_audit_flushes_total",
+        "Multi-row audit INSERTs made by the shared writer"
+    );
+    describe_counter!(
+        "tessera_audit_timeouts_total",
+        "Requests failed because their audit events could not be written in time"
+    );
+    describe_counter!(
+        "tessera_audit_dropped_total",
+        "Audit events dropped (audit.on_overload = \"drop\" only)"
+    );
     describe_gauge!(
         "tessera_password_hash_waiting",
         "Password hashes waiting for a hashing slot"

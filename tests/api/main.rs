@@ -4,6 +4,7 @@
 mod common;
 mod helpers;
 
+mod audit_log;
 mod client_changes;
 mod health;
 mod hostile;

@@ -49,6 +49,7 @@ fn rotation(presented: &[u8], new: &[u8], client: &str, now: i64) -> RotationReq
         grace_cutoff: i64::MAX,
         new_hash: new.to_vec(),
         new_idle_expires_at: now + 100,
+        forget_rotated_at: now + 50,
         requested_scope: None,
         success_event: event("token.refresh"),
         reuse_event: event("refresh.reuse_detected"),

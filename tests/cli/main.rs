@@ -7,6 +7,7 @@ mod audit;
 mod bad_input;
 mod clients;
 mod config;
+mod paging;
 mod roles;
 mod tokens;
 mod users;
