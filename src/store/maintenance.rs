@@ -27,8 +27,8 @@ pub struct GcCutoffs {
 }
 
 impl Store {
-    /// Deletes one batch of expired families and of families revoked before the cut-off
-    /// (their tokens cascade), of tokens past their idle expiry (a rotated token's is brought
+    /// Deletes one batch of expired families, of families whose live token has idle-expired
+    /// and of families revoked before the cut-off (their tokens cascade), of tokens past their idle expiry (a rotated token's is brought
     /// forward to the end of reuse detection), of expired denylist entries, and of audit rows
     /// older than the cut-off that no day partition holds. Returns how many of each went; call
     /// until all are zero.
@@ -37,6 +37,18 @@ impl Store {
         let expired_families = sqlx::query(
             "DELETE FROM refresh_families WHERE id IN \
              (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        // A family whose live token has idle-expired can never be used again: it goes whole
+        // (its rotated tokens with it) rather than waiting for its absolute expiry.
+        let idle_families = sqlx::query(
+            "DELETE FROM refresh_families WHERE id IN \
+             (SELECT family_id FROM refresh_tokens \
+              WHERE idle_expires_at <= $1 AND rotated_at IS NULL LIMIT $2)",
         )
         .bind(now)
         .bind(batch)
@@ -81,7 +93,7 @@ impl Store {
         .await?
         .rows_affected();
         Ok(GcReport {
-            refresh_families: expired_families + revoked_families,
+            refresh_families: expired_families + idle_families + revoked_families,
             refresh_tokens,
             denylist,
             audit_rows,

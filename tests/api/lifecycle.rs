@@ -701,7 +701,7 @@ async fn gc_deletes_what_has_expired_and_nothing_else(backend: Backend) {
     );
 
     let report = serde_json::to_value(app.admin.gc().await.expect("gc")).expect("report");
-    assert_eq!(report["refresh_families"], 1, "{report}");
+    assert_eq!(report["refresh_families"], 2, "A expired, C idle: {report}");
     assert_eq!(report["denylist"], 1, "{report}");
     // Postgres drops whole day partitions: a row goes once its whole (UTC) day is past the
     // cut-off, so rows of the day the cut-off falls in may stay up to a day longer.
@@ -719,7 +719,11 @@ async fn gc_deletes_what_has_expired_and_nothing_else(backend: Backend) {
     assert!(!old.is_empty());
 
     let after = counts(&app).await;
-    assert_eq!(after["refresh_families"], 3, "only A went");
+    assert_eq!(
+        after["refresh_families"],
+        2,
+        "A (expired) and C (its live token idle-expired) went; B and D stay"
+    );
     assert_eq!(after["refresh_tokens"], 3, "b0 b1 d0 stay");
     assert_eq!(after["access_denylist"], 1, "Y stays");
     for table in ["users", "roles", "user_roles", "clients", "signing_keys"] {
