@@ -720,8 +720,7 @@ async fn gc_deletes_what_has_expired_and_nothing_else(backend: Backend) {
 
     let after = counts(&app).await;
     assert_eq!(
-        after["refresh_families"],
-        2,
+        after["refresh_families"], 2,
         "A (expired) and C (its live token idle-expired) went; B and D stay"
     );
     assert_eq!(after["refresh_tokens"], 3, "b0 b1 d0 stay");
