@@ -27,28 +27,16 @@ pub struct GcCutoffs {
 }
 
 impl Store {
-    /// Deletes one batch of expired families, of families whose live token has idle-expired
-    /// and of families revoked before the cut-off (their tokens cascade), of tokens past their idle expiry (a rotated token's is brought
-    /// forward to the end of reuse detection), of expired denylist entries, and of audit rows
-    /// older than the cut-off that no day partition holds. Returns how many of each went; call
-    /// until all are zero.
+    /// Deletes one batch of expired families and of families revoked before the cut-off (their
+    /// tokens cascade), of tokens past their idle expiry (a rotated token's is brought forward to
+    /// the end of reuse detection) with the families whose live token that was, of expired
+    /// denylist entries, and of audit rows older than the cut-off that no day partition holds.
+    /// Returns how many of each went; call until all are zero.
     pub async fn gc_batch(&self, cut: GcCutoffs, batch: i64) -> Result<GcReport, StoreError> {
         let now = cut.now;
         let expired_families = sqlx::query(
             "DELETE FROM refresh_families WHERE id IN \
              (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        // A family whose live token has idle-expired can never be used again: it goes whole
-        // (its rotated tokens with it) rather than waiting for its absolute expiry.
-        let idle_families = sqlx::query(
-            "DELETE FROM refresh_families WHERE id IN \
-             (SELECT family_id FROM refresh_tokens \
-              WHERE idle_expires_at <= $1 AND rotated_at IS NULL LIMIT $2)",
         )
         .bind(now)
         .bind(batch)
@@ -64,15 +52,34 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let refresh_tokens = sqlx::query(
+        // An expired token that was never rotated was its family's live one: the family can
+        // never be used again, so it goes too (its rotated tokens with it) rather than waiting
+        // for its absolute expiry.
+        let gone: Vec<Option<String>> = sqlx::query_scalar(
             "DELETE FROM refresh_tokens WHERE token_hash IN \
-             (SELECT token_hash FROM refresh_tokens WHERE idle_expires_at <= $1 LIMIT $2)",
+             (SELECT token_hash FROM refresh_tokens WHERE idle_expires_at <= $1 LIMIT $2) \
+             RETURNING CASE WHEN rotated_at IS NULL THEN family_id END",
         )
         .bind(now)
         .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .fetch_all(&self.pool)
+        .await?;
+        let refresh_tokens = gone.len() as u64;
+        let dead: Vec<String> = gone.into_iter().flatten().collect();
+        let idle_families = if dead.is_empty() {
+            0
+        } else {
+            let placeholders: Vec<String> = (1..=dead.len()).map(|i| format!("${i}")).collect();
+            // Only numbered placeholders are generated; every id is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM refresh_families WHERE id IN ({})",
+                placeholders.join(", ")
+            )));
+            for id in &dead {
+                query = query.bind(id);
+            }
+            query.execute(&self.pool).await?.rows_affected()
+        };
         let denylist = sqlx::query(
             "DELETE FROM access_denylist WHERE jti IN \
              (SELECT jti FROM access_denylist WHERE expires_at <= $1 LIMIT $2)",
