@@ -3,6 +3,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY vendor vendor
 COPY src src
 COPY migrations migrations
 COPY config config
