@@ -382,7 +382,6 @@ async fn maintenance_loop(
     }
 }
 
-/// Deletes what has expired, on every instance; batches keep it safe to run concurrently.
 /// Attaches the audit log's day partitions ahead of need, at start and hourly, whether or not
 /// clean-up runs: without them events would pile up in the default partition.
 async fn audit_partition_loop(store: Store, clock: Arc<dyn Clock>) {
@@ -398,6 +397,7 @@ async fn audit_partition_loop(store: Store, clock: Arc<dyn Clock>) {
     }
 }
 
+/// Deletes what has expired, on every instance; batches keep it safe to run concurrently.
 async fn cleanup_loop(store: Store, clock: Arc<dyn Clock>, policy: CleanupPolicy, every: Duration) {
     if every.is_zero() {
         return;

@@ -1,8 +1,8 @@
 -- Bounded growth: revoked families are collected once reuse detection no longer needs them, and
 -- the audit log is partitioned by day on `at` so that retention drops whole partitions instead
 -- of deleting rows one by one. Day partitions are attached ahead of time by clean-up (and at
--- start); an event whose day has no partition (a clock far off, or today's rows copied here
--- from before this migration) lands in audit_log_default, from which clean-up deletes rows.
+-- start); an event whose day has no partition (a clock far off, or a row older than 400 days
+-- copied here) lands in audit_log_default, from which clean-up deletes rows.
 
 CREATE INDEX refresh_families_revoked ON refresh_families (revoked_at)
     WHERE revoked_at IS NOT NULL;
@@ -32,17 +32,23 @@ CREATE INDEX audit_log_username_at ON audit_log (username, at);
 CREATE INDEX audit_log_client_at ON audit_log (client_id, at);
 CREATE INDEX audit_log_action_at ON audit_log (action, at);
 
--- Today's partition and the next two, so that what is copied from today and what the first
--- start writes land in partitions rather than in the default one.
+-- A partition for every day of the last 400 that has rows, today's and the next two, so that
+-- what is copied and what the first start writes land in day partitions (retention can drop
+-- them) and the default one stays small (attaching a day scans it).
 DO $$
 DECLARE
-    day BIGINT := (extract(epoch FROM now())::BIGINT / 86400) * 86400;
+    today BIGINT := (extract(epoch FROM now())::BIGINT / 86400) * 86400;
+    day BIGINT;
 BEGIN
-    FOR i IN 0..2 LOOP
+    FOR day IN
+        SELECT DISTINCT (at / 86400) * 86400 FROM audit_log_unpartitioned
+        WHERE at >= today - 400 * 86400 AND at < today
+        UNION SELECT today + i * 86400 FROM generate_series(0, 2) AS i
+    LOOP
         EXECUTE format(
             'CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%s) TO (%s)',
-            'audit_log_p' || to_char(to_timestamp(day + i * 86400) AT TIME ZONE 'UTC', 'YYYYMMDD'),
-            day + i * 86400, day + (i + 1) * 86400);
+            'audit_log_p' || to_char(to_timestamp(day) AT TIME ZONE 'UTC', 'YYYYMMDD'),
+            day, day + 86400);
     END LOOP;
 END $$;
 

@@ -6,9 +6,11 @@ use super::{Backend, Store, StoreError};
 
 const DAY: i64 = 86_400;
 const PREFIX: &str = "audit_log_p";
-/// Partition DDL waits this long for its lock and otherwise gives up until the next run: a
-/// lock request queued behind a long query would hold up every audit insert queued behind it.
-const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '500ms'";
+/// Partition DDL waits this long for each lock and otherwise gives up until the next run: a
+/// lock request queued behind a long query holds up every audit insert queued behind it (a
+/// DROP takes ACCESS EXCLUSIVE on the parent), so the wait it can impose stays this short. A
+/// day's partition is dropped at any of the day's many clean-up runs.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '50ms'";
 /// Any constant: it serialises partition changes across instances.
 const ADVISORY_KEY: i64 = 0x7465_7373_6175_6474;
 

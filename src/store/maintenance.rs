@@ -66,20 +66,20 @@ impl Store {
         .await?;
         let refresh_tokens = gone.len() as u64;
         let dead: Vec<String> = gone.into_iter().flatten().collect();
-        let idle_families = if dead.is_empty() {
-            0
-        } else {
-            let placeholders: Vec<String> = (1..=dead.len()).map(|i| format!("${i}")).collect();
+        let mut idle_families = 0;
+        // In chunks: both backends bound the parameters of one statement.
+        for chunk in dead.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             // Only numbered placeholders are generated; every id is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM refresh_families WHERE id IN ({})",
                 placeholders.join(", ")
             )));
-            for id in &dead {
+            for id in chunk {
                 query = query.bind(id);
             }
-            query.execute(&self.pool).await?.rows_affected()
-        };
+            idle_families += query.execute(&self.pool).await?.rows_affected();
+        }
         let denylist = sqlx::query(
             "DELETE FROM access_denylist WHERE jti IN \
              (SELECT jti FROM access_denylist WHERE expires_at <= $1 LIMIT $2)",
@@ -92,7 +92,8 @@ impl Store {
         let table = self.audit_rows_table();
         // `table` is one of two fixed names.
         let audit_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE at < $1 LIMIT $2)"
+            "DELETE FROM {table} WHERE (at, id) IN \
+             (SELECT at, id FROM {table} WHERE at < $1 LIMIT $2)"
         )))
         .bind(cut.audit)
         .bind(batch)

@@ -46,8 +46,8 @@ pub struct RotationRequest {
     pub grace_cutoff: i64,
     pub new_hash: Vec<u8>,
     pub new_idle_expires_at: i64,
-    /// The presented token, once rotated, is kept for reuse detection until then (its
-    /// idle expiry is brought forward to it) and collected after.
+    /// The presented token, once rotated, is kept for reuse detection until then (its idle
+    /// expiry, meaningless for a rotated token, becomes this) and collected after.
     pub forget_rotated_at: i64,
     /// A narrower scope asked for; rotation is undone when it is not within the family's.
     pub requested_scope: Option<Vec<String>>,
@@ -186,7 +186,7 @@ fn into_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
 /// claim matches nothing the statement changes nothing and returns no row.
 const ROTATE_IN_ONE_STATEMENT: &str = "\
 WITH claimed AS ( \
-    UPDATE refresh_tokens SET rotated_at = $1, idle_expires_at = LEAST(idle_expires_at, $10) \
+    UPDATE refresh_tokens SET rotated_at = $1, idle_expires_at = $10 \
     WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
       AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
           WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $3 \
@@ -474,8 +474,7 @@ impl Store {
         req: RotationRequest,
     ) -> Result<Rotation, StoreError> {
         let claimed: Option<String> = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET rotated_at = $1, \
-                 idle_expires_at = CASE WHEN idle_expires_at < $4 THEN idle_expires_at ELSE $4 END \
+            "UPDATE refresh_tokens SET rotated_at = $1, idle_expires_at = $4 \
              WHERE token_hash = $2 AND rotated_at IS NULL AND idle_expires_at > $1 \
                AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
                    WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $3 \
@@ -698,7 +697,8 @@ impl Store {
                  OR (f.created_at = (SELECT created_at FROM refresh_families WHERE id = $3) \
                      AND f.id < $3)) \
              GROUP BY f.id, f.client_id, f.created_at, f.expires_at \
-             HAVING MAX(t.idle_expires_at) > $2 ORDER BY f.created_at DESC, f.id DESC LIMIT $4",
+             HAVING MAX(CASE WHEN t.rotated_at IS NULL THEN t.idle_expires_at END) > $2 \
+             ORDER BY f.created_at DESC, f.id DESC LIMIT $4",
         )
         .bind(user_id)
         .bind(now)

@@ -72,8 +72,7 @@ WITH q AS MATERIALIZED ( \
         next_hash TEXT, next_idle BIGINT, forget BIGINT, actor TEXT, action TEXT, outcome TEXT, details TEXT) \
     ORDER BY hash \
 ), claimed AS ( \
-    UPDATE refresh_tokens t SET rotated_at = q.now, \
-        idle_expires_at = LEAST(t.idle_expires_at, q.forget) FROM q \
+    UPDATE refresh_tokens t SET rotated_at = q.now, idle_expires_at = q.forget FROM q \
     WHERE t.token_hash = ANY (ARRAY(SELECT hash FROM q)) AND t.token_hash = q.hash \
       AND t.rotated_at IS NULL AND t.idle_expires_at > q.now \
       AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \

@@ -226,6 +226,34 @@ async fn rotated_tokens_and_revoked_families_are_kept_for_reuse_detection_only(b
     refreshed(&app, &client, &r1).await;
 }
 
+/// A rotated token is remembered for the whole window even when its own idle expiry would
+/// have come sooner: a thief who rotated it late in its idle life is still caught.
+async fn reuse_detection_outlasts_the_rotated_tokens_idle_expiry(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.tokens.refresh_idle_ttl = Duration::from_secs(2 * HOUR as u64);
+        s.tokens.refresh_reuse_detection = Duration::from_secs(DAY as u64);
+        s.maintenance.gc_interval = Duration::ZERO;
+    })
+    .await;
+    let client = app.seed().await;
+    let r0 = app.login(&client).await["refresh_token"]
+        .as_str()
+        .expect("r0")
+        .to_owned();
+    app.clock.advance(HOUR + 1800);
+    let r1 = refreshed(&app, &client, &r0).await;
+    // r0's own idle expiry (2 h after login) has passed; its window (1 d after rotation) has not.
+    app.clock.advance(HOUR);
+    let report = app.admin.gc().await.expect("gc");
+    assert_eq!(report.rows.refresh_tokens, 0, "r0 is kept: {report:?}");
+    assert_eq!(app.refresh(&client, &r0).await.status(), 400);
+    assert_eq!(
+        app.refresh(&client, &r1).await.status(),
+        400,
+        "presenting r0 again revoked the family"
+    );
+}
+
 async fn refreshed(app: &TestApp, client: &Client, token: &str) -> String {
     let response = app.refresh(client, token).await;
     assert_eq!(response.status(), 200);
@@ -323,6 +351,7 @@ crate::both_backends!(
     a_request_whose_audit_cannot_be_written_fails,
     dropping_is_an_opt_in_that_answers_first,
     rotated_tokens_and_revoked_families_are_kept_for_reuse_detection_only,
+    reuse_detection_outlasts_the_rotated_tokens_idle_expiry,
 );
 
 mod postgres_only {
