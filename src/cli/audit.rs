@@ -64,16 +64,11 @@ pub async fn run(args: AuditArgs, admin: &Admin) -> anyhow::Result<()> {
         limit: i64::from(args.limit.clamp(1, super::page::MAX_LIMIT)),
     };
     let rows = admin.store.audit_query(&filter).await?;
-    if let Some(last) = rows.last()
-        && rows.len() as i64 >= filter.limit
-    {
-        eprintln!(
-            "-- {} shown; the next page: --after {}:{}",
-            rows.len(),
-            last.at,
-            last.id
-        );
-    }
+    super::page::hint_next(
+        rows.len(),
+        filter.limit,
+        rows.last().map(|r| format!("{}:{}", r.at, r.id)).as_deref(),
+    );
     if args.json {
         let view: Vec<serde_json::Value> = rows
             .iter()

@@ -28,13 +28,18 @@ impl PageArgs {
         }
     }
 
-    /// After a full page, tells (on stderr, so JSON on stdout stays one document) how to get
-    /// the next one; `last` is the cursor of the page's last row.
+    /// See [`hint_next`].
     pub fn hint_next(&self, shown: usize, last: Option<&str>) {
-        if let Some(last) = last
-            && shown as i64 >= self.page().limit
-        {
-            eprintln!("-- {shown} shown; the next page: --after {last}");
-        }
+        hint_next(shown, self.page().limit, last);
+    }
+}
+
+/// After a full page, tells (on stderr, so JSON on stdout stays one document) how to get the
+/// next one; `last` is the cursor of the page's last row.
+pub fn hint_next(shown: usize, limit: i64, last: Option<&str>) {
+    if let Some(last) = last
+        && shown as i64 >= limit
+    {
+        eprintln!("-- {shown} shown; the next page: --after {last}");
     }
 }

@@ -84,8 +84,8 @@ impl CleanupPolicy {
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             audit_retention: secs(s.audit.retention),
-            revoked_family_retention: secs(s.tokens.refresh_reuse_detection)
-                .max(secs(s.tokens.refresh_reuse_grace))
+            revoked_family_retention: super::Policy::from_settings(s)
+                .refresh_reuse_detection
                 .max(secs(s.tokens.access_ttl)),
             throttle_idle: secs(s.security.max_backoff).max(3600),
             access_ttl: secs(s.tokens.access_ttl),

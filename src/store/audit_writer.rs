@@ -75,10 +75,6 @@ impl AuditWriter {
         (Self { queue, options }, task)
     }
 
-    pub fn on_overload(&self) -> OnOverload {
-        self.options.on_overload
-    }
-
     /// Records `events`. With [`OnOverload::Wait`] this returns once they have committed, or
     /// with an error once they cannot be (the caller must then fail its request); with
     /// [`OnOverload::Drop`] it returns at once.
