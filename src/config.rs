@@ -35,9 +35,30 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
-    /// Serve /metrics on this address only (e.g. an internal interface); unset: on the main
-    /// listener.
-    pub bind: Option<SocketAddr>,
+    /// Where /metrics is served: an address of its own (the default, loopback only), or
+    /// "main" to put it on the OAuth listener, where anyone who reaches that can read it.
+    pub bind: MetricsBind,
+}
+
+/// `metrics.bind`: a listener of its own, or the main one by an operator's explicit choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsBind {
+    Own(SocketAddr),
+    Main,
+}
+
+impl<'de> Deserialize<'de> for MetricsBind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().eq_ignore_ascii_case("main") {
+            return Ok(Self::Main);
+        }
+        text.trim().parse().map(Self::Own).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "metrics.bind must be an address such as 127.0.0.1:9464, or \"main\"; got {text:?}"
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +214,12 @@ pub struct TokenSettings {
     pub roles_claim: String,
     /// Access tokens whose signature introspection remembers (0: verify every time).
     pub introspection_cache: usize,
+    /// How far another instance's clock may run ahead of this one's: introspection accepts a
+    /// token whose `nbf` or `iat` is up to this far in the future, or signed up to this long
+    /// after its key stopped signing (instances hear of key changes within 2 s). `exp` is
+    /// checked strictly.
+    #[serde(with = "humantime_serde")]
+    pub clock_leeway: Duration,
 }
 
 #[derive(Clone, Deserialize)]
@@ -213,7 +240,8 @@ pub struct KeySettings {
     /// Cache-Control max-age of the JWKS.
     #[serde(with = "humantime_serde")]
     pub jwks_max_age: Duration,
-    /// How often an instance reloads keys from the database.
+    /// How often an instance runs key maintenance (rotation when due) and reloads the keys;
+    /// changes made elsewhere arrive within a second whatever this is.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
 }
@@ -364,6 +392,9 @@ impl Settings {
         }
         if self.passwords.min_length == 0 || self.passwords.min_length > self.passwords.max_length {
             return invalid("passwords.min_length must be between 1 and passwords.max_length");
+        }
+        if self.tokens.clock_leeway > Duration::from_secs(300) {
+            return invalid("tokens.clock_leeway must be at most 5m");
         }
         if self.tokens.access_ttl.as_secs() == 0 {
             return invalid("tokens.access_ttl must be at least 1s");

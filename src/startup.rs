@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::{Context, bail};
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{MetricsBind, Settings};
 use crate::crypto::keys::Kek;
 use crate::crypto::password::Hasher;
 use crate::crypto::verified::VerifiedTokens;
@@ -23,7 +23,9 @@ use crate::store::{AuditWriter, Backend, PoolOptions, Store, WriterOptions};
 
 pub struct Application {
     port: u16,
-    /// The OAuth listener first; the metrics listener after it when `metrics.bind` is set.
+    /// The port of the metrics listener; `None` when /metrics is on the main one.
+    metrics_port: Option<u16>,
+    /// The OAuth listener first; the metrics listener after it when it has its own.
     servers: Vec<Server>,
     store: Store,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -153,6 +155,7 @@ pub fn key_policy(settings: &Settings) -> KeyPolicy {
         publish_ahead: secs(settings.keys.publish_ahead),
         jwks_max_age: secs(settings.keys.jwks_max_age),
         access_ttl: secs(settings.tokens.access_ttl),
+        clock_leeway: secs(settings.tokens.clock_leeway),
     }
 }
 
@@ -198,6 +201,7 @@ impl Application {
             &issuer, &scopes, algorithm,
         )));
 
+        let key_watch = tokio::spawn(key_watch_loop(store.clone(), keys.clone()));
         let maintenance = tokio::spawn(maintenance_loop(
             store.clone(),
             keys,
@@ -215,12 +219,15 @@ impl Application {
         ));
 
         let handle = crate::telemetry::metrics::install();
-        let separate_metrics = settings.metrics.bind;
+        let separate_metrics = match settings.metrics.bind {
+            MetricsBind::Own(address) => Some(address),
+            MetricsBind::Main => None,
+        };
         let state = web::Data::new(AppState {
             oauth: oauth.clone(),
             metadata: metadata.clone(),
             max_body_bytes: settings.server.max_body_bytes,
-            // With metrics.bind set, /metrics lives on that listener only.
+            // With a listener of its own, /metrics lives there only.
             metrics: if separate_metrics.is_some() {
                 None
             } else {
@@ -266,6 +273,7 @@ impl Application {
             "tessera listening"
         );
         let mut servers = vec![server];
+        let mut metrics_port = None;
         if let Some(bind) = separate_metrics {
             let metrics_state = web::Data::new(AppState {
                 oauth,
@@ -273,9 +281,15 @@ impl Application {
                 max_body_bytes: 0,
                 metrics: handle,
             });
-            let listener = TcpListener::bind(bind)
-                .with_context(|| format!("metrics.bind: could not listen on {bind}"))?;
-            tracing::info!(address = %bind, "metrics listening");
+            let listener = TcpListener::bind(bind).with_context(|| {
+                format!(
+                    "metrics.bind: could not listen on {bind} (another Tessera on this host? \
+                         give each its own metrics.bind)"
+                )
+            })?;
+            let bound = listener.local_addr()?;
+            metrics_port = Some(bound.port());
+            tracing::info!(address = %bound, "metrics listening");
             servers.push(
                 HttpServer::new(move || {
                     App::new()
@@ -289,9 +303,10 @@ impl Application {
         }
         Ok(Self {
             port,
+            metrics_port,
             servers,
             store,
-            background: [maintenance, cleanup, partitions]
+            background: [maintenance, cleanup, partitions, key_watch]
                 .into_iter()
                 .chain(client_cache)
                 .chain(batches)
@@ -302,6 +317,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port /metrics is served on when it has a listener of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     /// The main server's handle (stopping it stops the process's serving).
@@ -381,6 +401,39 @@ async fn maintenance_loop(
         }
     }
 }
+
+/// Reloads the key set as soon as another process changed it (`tessera key rotate --now`,
+/// `retire`, `revoke`, or another instance's rotation): woken by NOTIFY on Postgres, and on
+/// both backends by a one-row summary of the key table read every [`KEY_POLL`].
+async fn key_watch_loop(store: Store, keys: Arc<KeyRing>) {
+    let mut seen = store.key_change_marker().await.ok();
+    loop {
+        tokio::select! {
+            () = store.key_change_announced() => {}
+            () = tokio::time::sleep(KEY_POLL) => {}
+        }
+        let marker = match store.key_change_marker().await {
+            Ok(marker) => marker,
+            Err(error) => {
+                tracing::debug!(%error, "key change poll failed; will retry");
+                continue;
+            }
+        };
+        if seen == Some(marker) {
+            continue;
+        }
+        match keys.reload().await {
+            Ok(()) => {
+                tracing::info!("signing keys changed; reloaded");
+                seen = Some(marker);
+            }
+            Err(error) => tracing::warn!(%error, "could not reload changed keys; will retry"),
+        }
+    }
+}
+
+/// How often each instance looks for key changes made elsewhere.
+const KEY_POLL: Duration = Duration::from_millis(500);
 
 /// Attaches the audit log's day partitions ahead of need, at start and hourly, whether or not
 /// clean-up runs: without them events would pile up in the default partition.

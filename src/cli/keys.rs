@@ -8,7 +8,7 @@ use super::output;
 use crate::admin::Admin;
 use crate::clock::format_time;
 use crate::oauth::KeyRing;
-use crate::oauth::keyring::describe;
+use crate::oauth::keyring::{KeyState, describe};
 use crate::startup;
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +27,9 @@ pub enum KeyCommand {
     },
     /// Stop a key signing now; it stays published until its tokens expire.
     Retire { kid: String },
+    /// For a compromised key: unpublish it now, never sign with it again, and make every
+    /// token it signed fail introspection. Revoking the active key activates a successor.
+    Revoke { kid: String },
 }
 
 pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
                             "kid": k.kid, "alg": k.algorithm, "state": k.state,
                             "created": format_time(k.created_at), "activates": format_time(k.activates_at),
                             "retires": k.retires_at.map(format_time), "unpublished": k.unpublished_at.map(format_time),
+                            "revoked": k.revoked_at.map(format_time),
                         })
                     })
                     .collect();
@@ -88,7 +92,21 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
         }
         KeyCommand::Retire { kid } => {
             ring(admin).await?.retire(&kid, &admin.actor).await?;
-            println!("key {kid} retired");
+            println!("key {kid} retired: no longer signing, published until its tokens expire");
+        }
+        KeyCommand::Revoke { kid } => {
+            let ring = ring(admin).await?;
+            ring.revoke(&kid, &admin.actor).await?;
+            let signing = ring
+                .describe()
+                .into_iter()
+                .find(|k| k.state == KeyState::Active)
+                .map(|k| k.kid)
+                .unwrap_or_default();
+            println!(
+                "key {kid} revoked: unpublished, and its tokens fail introspection on every \
+                 server within 2 s; signing key now {signing}"
+            );
         }
     }
     Ok(())

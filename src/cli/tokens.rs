@@ -90,7 +90,12 @@ pub async fn run(cmd: TokenCommand, admin: &Admin) -> anyhow::Result<()> {
                         event(&family).details(serde_json::json!({ "reason": "revoked_by_admin" }));
                     if admin
                         .store
-                        .revoke_family(&family, now, "revoked_by_admin", &event)
+                        .revoke_family(
+                            &family,
+                            now,
+                            "revoked_by_admin",
+                            std::slice::from_ref(&event),
+                        )
                         .await?
                     {
                         println!("family {family} revoked");

@@ -114,6 +114,12 @@ pub enum VerifyError {
 #[derive(Default)]
 pub struct VerificationKeys {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
+    /// When a key stopped (or will stop) signing: a token it claims to have signed later is
+    /// forged with a leaked key, or minted by an instance that missed the change.
+    signs_until: HashMap<String, i64>,
+    /// Seconds by which another instance's clock may run ahead of ours (`nbf`, `iat`, and
+    /// `signs_until`); `exp` has none.
+    leeway: i64,
 }
 
 impl VerificationKeys {
@@ -136,7 +142,18 @@ impl VerificationKeys {
             };
             keys.insert(kid, (key, alg));
         }
-        Self { keys }
+        Self {
+            keys,
+            ..Self::default()
+        }
+    }
+
+    /// The same keys, refusing tokens that claim to be issued after their key stopped
+    /// signing, and allowing `leeway` seconds of clock skew between instances.
+    pub fn with_limits(mut self, signs_until: HashMap<String, i64>, leeway: i64) -> Self {
+        self.signs_until = signs_until;
+        self.leeway = leeway.max(0);
+        self
     }
 
     /// Verifies signature, `typ`, issuer, `exp` and `nbf`; returns the claims.
@@ -150,9 +167,43 @@ impl VerificationKeys {
             .map(|(_, claims)| claims)
     }
 
-    /// Whether a key of this id is among the published ones.
-    pub fn has_key(&self, kid: &str) -> bool {
-        self.keys.contains_key(kid)
+    /// Whether claims already verified against key `kid` (its signature checked once, perhaps
+    /// under an earlier key set) still hold at `now` with this key set: the key still
+    /// published, the issuer, and the times.
+    pub fn admit(
+        &self,
+        kid: &str,
+        claims: &Map<String, Value>,
+        issuer: &str,
+        now: i64,
+    ) -> Result<(), VerifyError> {
+        if !self.keys.contains_key(kid) {
+            return Err(VerifyError::UnknownKey);
+        }
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+            return Err(VerifyError::Invalid("wrong issuer".into()));
+        }
+        let time = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let exp = time("exp").ok_or(VerifyError::Malformed)?;
+        let iat = time("iat").ok_or(VerifyError::Malformed)?;
+        if exp <= now {
+            return Err(VerifyError::Invalid("expired".into()));
+        }
+        let ahead = now.saturating_add(self.leeway);
+        if time("nbf").is_some_and(|nbf| nbf > ahead) {
+            return Err(VerifyError::Invalid("not yet valid".into()));
+        }
+        if iat > ahead {
+            return Err(VerifyError::Invalid("issued in the future".into()));
+        }
+        if let Some(until) = self.signs_until.get(kid)
+            && iat > until.saturating_add(self.leeway)
+        {
+            return Err(VerifyError::Invalid(
+                "issued after its key stopped signing".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// [`Self::verify`], also returning the id of the key that signed.
@@ -186,18 +237,7 @@ impl VerificationKeys {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map_err(|e| VerifyError::Invalid(e.to_string()))?;
         let claims = data.claims;
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_i64)
-            .ok_or(VerifyError::Malformed)?;
-        if exp <= now {
-            return Err(VerifyError::Invalid("expired".into()));
-        }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
-            && nbf > now
-        {
-            return Err(VerifyError::Invalid("not yet valid".into()));
-        }
+        self.admit(&kid, &claims, issuer, now)?;
         Ok((kid, claims))
     }
 }
@@ -259,5 +299,32 @@ mod tests {
             keys.verify(&token, "https://auth.test", 1_010),
             Err(VerifyError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn leeway_covers_nbf_and_iat_but_not_exp_and_key_retirement() {
+        let key = generate(KeyAlgorithm::ES256).expect("key");
+        let signer = JwtSigner::from_pkcs8(&key.kid, KeyAlgorithm::ES256, &key.pkcs8).expect("k");
+        let limits = HashMap::from([(key.kid.clone(), 2_000)]);
+        let keys = VerificationKeys::from_jwks([&key.public_jwk]).with_limits(limits, 5);
+        let at = |iat: i64| signer.sign(&claims(iat)).expect("sign");
+        let verify = |token: &str, now: i64| keys.verify(token, "https://auth.test", now);
+        assert!(verify(&at(1_005), 1_000).is_ok(), "5 s ahead");
+        assert!(verify(&at(1_006), 1_000).is_err(), "6 s ahead");
+        assert!(verify(&at(1_000), 1_060).is_err(), "exp is strict");
+        assert!(
+            verify(&at(2_005), 2_010).is_ok(),
+            "signed within leeway of retirement"
+        );
+        assert_eq!(
+            verify(&at(2_006), 2_010),
+            Err(VerifyError::Invalid(
+                "issued after its key stopped signing".into()
+            ))
+        );
+        let mut no_iat = claims(1_000);
+        no_iat.as_object_mut().expect("object").remove("iat");
+        let token = signer.sign(&no_iat).expect("sign");
+        assert_eq!(verify(&token, 1_010), Err(VerifyError::Malformed));
     }
 }

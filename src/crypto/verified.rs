@@ -5,9 +5,9 @@
 //!
 //! Only what cannot change about a token is remembered: that our key signed exactly these
 //! bytes, and the claims in them. What can change is checked on every hit as on a miss: the
-//! clock against `exp` and `nbf`, and whether the signing key is still published (a key that
-//! was removed must stop verifying its tokens at once). Revocation state is not here at all;
-//! introspection asks the database for it every time.
+//! clock against `exp`, `nbf` and `iat`, and whether the signing key is still published and
+//! was still signing at `iat` (a key removed or revoked must stop verifying its tokens at
+//! once). Revocation state is not here at all; introspection asks the database every time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,7 +22,6 @@ pub type Claims = Arc<Map<String, Value>>;
 struct Entry {
     kid: String,
     exp: i64,
-    nbf: Option<i64>,
     claims: Claims,
 }
 
@@ -74,24 +73,16 @@ impl VerifiedTokens {
             Err(poisoned) => poisoned.into_inner(),
         };
         let entry = entries.get(digest)?;
-        Some(if !keys.has_key(&entry.kid) {
-            Err(VerifyError::UnknownKey)
-        } else if entry.claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-            Err(VerifyError::Invalid("wrong issuer".into()))
-        } else if entry.exp <= now {
-            Err(VerifyError::Invalid("expired".into()))
-        } else if entry.nbf.is_some_and(|nbf| nbf > now) {
-            Err(VerifyError::Invalid("not yet valid".into()))
-        } else {
-            Ok(entry.claims.clone())
-        })
+        Some(
+            keys.admit(&entry.kid, &entry.claims, issuer, now)
+                .map(|()| entry.claims.clone()),
+        )
     }
 
     fn insert(&self, digest: Vec<u8>, kid: String, claims: Claims, now: i64) {
         let Some(exp) = claims.get("exp").and_then(Value::as_i64) else {
             return;
         };
-        let nbf = claims.get("nbf").and_then(Value::as_i64);
         let mut entries = match self.entries.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -105,15 +96,7 @@ impl VerifiedTokens {
                 entries.clear();
             }
         }
-        entries.insert(
-            digest,
-            Entry {
-                kid,
-                exp,
-                nbf,
-                claims,
-            },
-        );
+        entries.insert(digest, Entry { kid, exp, claims });
     }
 
     #[cfg(test)]

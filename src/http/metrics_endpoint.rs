@@ -16,7 +16,7 @@ use super::AppState;
     responses(
         (status = 200, description = "The Prometheus text exposition format 0.0.4.",
             body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 404, description = "No metrics recorder could be installed in this process."),
+        (status = 404, description = "Served on a listener of its own (metrics.bind, the default), or no metrics recorder could be installed in this process."),
     )
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -92,6 +92,7 @@ impl OAuth {
                 jti: jti.clone(),
                 client_id: text("client_id").unwrap_or_default(),
                 user_id,
+                family_id: text("sid"),
                 iat: number("iat").unwrap_or(i64::MIN),
             })
             .await?

@@ -28,9 +28,13 @@ impl std::fmt::Debug for TokenResponse {
     }
 }
 
-/// Who a token is about: a user, or the client itself (client_credentials).
+/// Who a token is about: a user (with the refresh family it belongs to, if any), or the
+/// client itself (client_credentials).
 pub enum Subject<'a> {
-    User(&'a UserRecord),
+    User {
+        user: &'a UserRecord,
+        family: Option<&'a str>,
+    },
     Client,
 }
 
@@ -62,10 +66,15 @@ impl OAuth {
         let mut claims = Map::with_capacity(12);
         claims.insert("iss".into(), json!(self.policy.issuer));
         match subject {
-            Subject::User(user) => {
+            Subject::User { user, family } => {
                 claims.insert("sub".into(), json!(user.id));
                 claims.insert("preferred_username".into(), json!(user.username));
                 claims.insert(self.policy.roles_claim.clone(), json!(user.roles));
+                // Revoking the family then makes introspection refuse this token too
+                // (RFC 7009 §2.1).
+                if let Some(family) = family {
+                    claims.insert("sid".into(), json!(family));
+                }
             }
             Subject::Client => {
                 claims.insert("sub".into(), json!(client.client_id));

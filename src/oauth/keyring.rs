@@ -30,6 +30,8 @@ pub enum KeyState {
     Retired,
     /// Past that: no longer published, removed by clean-up.
     Expired,
+    /// Compromised (`tessera key revoke`): not published, verifies nothing, never signs again.
+    Revoked,
 }
 
 /// Key timing policy, in seconds.
@@ -40,6 +42,8 @@ pub struct KeyPolicy {
     pub publish_ahead: i64,
     pub jwks_max_age: i64,
     pub access_ttl: i64,
+    /// Clock skew allowed between instances, in seconds (see [`VerificationKeys::with_limits`]).
+    pub clock_leeway: i64,
 }
 
 /// One key as `tessera key list` shows it.
@@ -55,6 +59,7 @@ pub struct KeyInfo {
     pub retires_at: Option<i64>,
     /// When it leaves the JWKS, if known.
     pub unpublished_at: Option<i64>,
+    pub revoked_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,8 @@ pub enum KeyError {
     Crypto(#[from] CryptoError),
     #[error("no key with kid {0}")]
     UnknownKid(String),
+    #[error("key {0} is already revoked")]
+    AlreadyRevoked(String),
     #[error("keys.encryption_key is needed to create or load signing keys")]
     NoKek,
 }
@@ -92,12 +99,15 @@ pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
                 (a, b) => a.or(b),
             };
             let unpublished_at = retires_at.map(|r| r.saturating_add(max_ttl));
-            let state = if Some(k.generation) == active {
+            // A revoked key is kept (as a record only) until it would have expired anyway.
+            let state = if unpublished_at.is_some_and(|u| u <= now) {
+                KeyState::Expired
+            } else if k.revoked_at.is_some() {
+                KeyState::Revoked
+            } else if Some(k.generation) == active {
                 KeyState::Active
             } else if k.activates_at > now {
                 KeyState::Pending
-            } else if unpublished_at.is_some_and(|u| u <= now) {
-                KeyState::Expired
             } else {
                 KeyState::Retired
             };
@@ -110,6 +120,7 @@ pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
                 activates_at: k.activates_at,
                 retires_at,
                 unpublished_at,
+                revoked_at: k.revoked_at,
             }
         })
         .collect()
@@ -230,6 +241,7 @@ impl KeyRing {
             .collect();
         let mut keys = Vec::with_capacity(stored.len());
         let mut published = Vec::new();
+        let mut signs_until = HashMap::new();
         for (key, info) in stored.into_iter().zip(&infos) {
             let signs_soon = matches!(info.state, KeyState::Active | KeyState::Pending);
             let signer = match (parsed.remove(key.kid.as_str()), &self.kek) {
@@ -243,10 +255,13 @@ impl KeyRing {
                 }
                 _ => None,
             };
-            if info.state != KeyState::Expired {
+            if !matches!(info.state, KeyState::Expired | KeyState::Revoked) {
                 let jwk: Value = serde_json::from_str(&key.public_jwk)
                     .map_err(|e| CryptoError::MalformedKey(e.to_string()))?;
                 published.push(jwk);
+                if let Some(until) = info.retires_at {
+                    signs_until.insert(key.kid.clone(), until);
+                }
             }
             keys.push(LoadedKey {
                 stored: key,
@@ -256,7 +271,10 @@ impl KeyRing {
         let body = json!({ "keys": published }).to_string();
         let hash = digest(&SHA256, body.as_bytes());
         let etag = format!("\"{}\"", hex::encode(&hash.as_ref()[..12]));
-        let verification = Arc::new(VerificationKeys::from_jwks(published.iter()));
+        let verification = Arc::new(
+            VerificationKeys::from_jwks(published.iter())
+                .with_limits(signs_until, self.policy.clock_leeway),
+        );
         let set = Arc::new(KeySet {
             keys,
             max_ttl,
@@ -279,7 +297,8 @@ impl KeyRing {
         let now = self.clock.now();
         let infos = describe(&keys, now, 0);
         let has_active = infos.iter().any(|k| k.state == KeyState::Active);
-        let newest = keys.last();
+        // A revoked key will never sign: the schedule follows the newest one that may.
+        let newest = keys.iter().rfind(|k| k.revoked_at.is_none());
         let due = match newest {
             None => Some(now),
             Some(_) if !has_active => Some(now),
@@ -320,6 +339,7 @@ impl KeyRing {
             created_at: now,
             activates_at,
             retired_at: None,
+            revoked_at: None,
         };
         let event = AuditEvent::new(now, actor, "key.create", &generated.kid).details(json!({
             "generation": generation,
@@ -357,8 +377,35 @@ impl KeyRing {
     /// successor at once (the pending one if there is one, else a new key) so signing never
     /// stops.
     pub async fn retire(&self, kid: &str, actor: &str) -> Result<(), KeyError> {
-        let keys = self.store.list_keys().await?;
         let now = self.clock.now();
+        self.hand_over(kid, now, actor).await?;
+        let event = AuditEvent::new(now, actor, "key.retire", kid);
+        self.store.retire_key(kid, now, &event).await?;
+        self.reload().await
+    }
+
+    /// `tessera key revoke KID`, for a compromised key: it leaves the JWKS and verifies no
+    /// token again, on every instance as soon as it hears of the change. Revoking the active
+    /// key hands signing to a successor first, as retiring does.
+    pub async fn revoke(&self, kid: &str, actor: &str) -> Result<(), KeyError> {
+        let now = self.clock.now();
+        let info = self.hand_over(kid, now, actor).await?;
+        if info.revoked_at.is_some() {
+            return Err(KeyError::AlreadyRevoked(kid.to_owned()));
+        }
+        let event = AuditEvent::new(now, actor, "key.revoke", kid)
+            .details(json!({ "generation": info.generation, "state_was": info.state }));
+        match self.store.revoke_key(kid, now, &event).await {
+            Err(StoreError::NotFound(_)) => return Err(KeyError::AlreadyRevoked(kid.to_owned())),
+            other => other?,
+        }
+        self.reload().await
+    }
+
+    /// Before `kid` stops signing: when it is the active key, activates a successor at `now`
+    /// (the pending one if there is one, else a new key) so that signing never stops.
+    async fn hand_over(&self, kid: &str, now: i64, actor: &str) -> Result<KeyInfo, KeyError> {
+        let keys = self.store.list_keys().await?;
         let infos = describe(&keys, now, 0);
         let info = infos
             .iter()
@@ -376,9 +423,7 @@ impl KeyRing {
                 }
             }
         }
-        let event = AuditEvent::new(now, actor, "key.retire", kid);
-        self.store.retire_key(kid, now, &event).await?;
-        self.reload().await
+        Ok(info.clone())
     }
 }
 
@@ -388,6 +433,7 @@ mod tests {
 
     fn key(generation: i64, activates_at: i64, retired_at: Option<i64>) -> StoredKey {
         StoredKey {
+            revoked_at: None,
             kid: format!("k{generation}"),
             generation,
             algorithm: "ES256".into(),

@@ -37,10 +37,15 @@ pub async fn collect_garbage(
     policy: &CleanupPolicy,
 ) -> Result<CleanupReport, StoreError> {
     let mut report = CleanupReport::default();
+    // The longest an access token of any client lives: a revoked family must outlive its
+    // access tokens (introspection refuses them by its `sid`), and a key the tokens it signed.
+    let max_ttl = policy
+        .access_ttl
+        .max(store.max_client_access_ttl().await?.unwrap_or(0));
     let cut = GcCutoffs {
         now,
         audit: now.saturating_sub(policy.audit_retention),
-        revoked: now.saturating_sub(policy.revoked_family_retention),
+        revoked: now.saturating_sub(policy.revoked_family_retention.max(max_ttl)),
     };
     store
         .prepare_audit_partitions(now, AUDIT_DAYS_AHEAD)
@@ -68,9 +73,6 @@ pub async fn collect_garbage(
             break;
         }
     }
-    let max_ttl = policy
-        .access_ttl
-        .max(store.max_client_access_ttl().await?.unwrap_or(0));
     for key in describe(&store.list_keys().await?, now, max_ttl) {
         if key.state == KeyState::Expired {
             report.signing_keys += store.delete_key(&key.kid).await?;

@@ -99,15 +99,23 @@ impl OAuth {
         }
         drop(admitted);
 
-        let (access_token, expires_in) =
-            self.sign_access_token(client, Subject::User(&user), &granted)?;
+        let family_id = client
+            .allows_grant("refresh_token")
+            .then(|| uuid::Uuid::new_v4().to_string());
+        let (access_token, expires_in) = self.sign_access_token(
+            client,
+            Subject::User {
+                user: &user,
+                family: family_id.as_deref(),
+            },
+            &granted,
+        )?;
         let login = AuditEvent::new(now, actor.clone(), "login.success", &user.username)
             .user(&user.username)
             .client(&client.client_id)
             .details(json!({ "grant": "password", "scope": granted.join(" ") }));
-        let refresh_token = if client.allows_grant("refresh_token") {
+        let refresh_token = if let Some(family_id) = family_id {
             let token = tokens::generate(tokens::REFRESH_PREFIX);
-            let family_id = uuid::Uuid::new_v4().to_string();
             let family_expires_at = now.saturating_add(self.policy.refresh_absolute_ttl);
             let issued = AuditEvent::new(now, actor, "token.issued", &family_id)
                 .user(&user.username)

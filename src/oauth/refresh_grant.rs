@@ -60,6 +60,15 @@ impl OAuth {
                 metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
                 return Err(OAuthError::invalid_grant(INVALID));
             }
+            Rotation::WrongClient {
+                username,
+                family_id,
+                owner_client,
+            } => {
+                self.revoke_stolen_family(client, username, family_id, owner_client, now)
+                    .await?;
+                return Err(OAuthError::invalid_grant(INVALID));
+            }
             Rotation::ScopeNotGranted => {
                 self.record(&[AuditEvent::new(now, actor, "refresh.scope_denied", "")
                     .outcome("denied")
@@ -73,7 +82,6 @@ impl OAuth {
             other => {
                 let (reason, username) = match other {
                     Rotation::NotFound => ("unknown_token", None),
-                    Rotation::WrongClient { username } => ("wrong_client", Some(username)),
                     Rotation::Expired { username } => ("expired", Some(username)),
                     Rotation::Revoked { username } => ("revoked", Some(username)),
                     Rotation::UserDisabled { username } => ("user_disabled", Some(username)),
@@ -105,8 +113,14 @@ impl OAuth {
             .into_iter()
             .filter(|s| client.scopes.contains(s))
             .collect();
-        let (access_token, expires_in) =
-            self.sign_access_token(client, Subject::User(&user), &granted)?;
+        let (access_token, expires_in) = self.sign_access_token(
+            client,
+            Subject::User {
+                user: &user,
+                family: Some(&family.id),
+            },
+            &granted,
+        )?;
         Self::count_issued("refresh_token", client);
         Ok(TokenResponse {
             access_token,
@@ -115,5 +129,43 @@ impl OAuth {
             refresh_token: Some(new_token),
             scope: granted.join(" "),
         })
+    }
+
+    /// A client presented a refresh token issued to another: whoever holds it, the family can
+    /// no longer be trusted, so it is revoked (RFC 9700 §4.14.2) and the attempt audited as
+    /// suspected theft. The owner's next refresh then fails and its user signs in again.
+    async fn revoke_stolen_family(
+        &self,
+        presenter: &ClientRecord,
+        username: String,
+        family_id: String,
+        owner_client: String,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let actor = Self::actor(&presenter.client_id);
+        let suspected = AuditEvent::new(now, actor.clone(), "refresh.theft_suspected", &family_id)
+            .outcome("denied")
+            .user(&username)
+            .client(&presenter.client_id)
+            .details(json!({ "reason": "wrong_client", "owner_client": owner_client }));
+        let revoked = AuditEvent::new(now, actor, "refresh.family_revoked", &family_id)
+            .user(&username)
+            .client(&presenter.client_id)
+            .details(json!({ "reason": "wrong_client", "owner_client": owner_client }));
+        let newly = self
+            .store
+            .revoke_family(
+                &family_id,
+                now,
+                "wrong_client",
+                &[suspected.clone(), revoked],
+            )
+            .await?;
+        if !newly {
+            // Revoked before: the attempt is still worth a row.
+            self.record(&[suspected]).await?;
+        }
+        metrics::counter!("tessera_refresh_theft_suspected_total").increment(1);
+        Ok(())
     }
 }

@@ -43,7 +43,12 @@ impl OAuth {
         .client(&client.client_id)
         .details(json!({ "reason": "revoked_by_client" }));
         self.store
-            .revoke_family(&found.family_id, now, "revoked_by_client", &event)
+            .revoke_family(
+                &found.family_id,
+                now,
+                "revoked_by_client",
+                std::slice::from_ref(&event),
+            )
             .await?;
         Ok(())
     }

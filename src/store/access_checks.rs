@@ -20,6 +20,8 @@ pub struct AccessCheck {
     pub client_id: String,
     /// Set for tokens issued to a user: the `sub` of a token that has `preferred_username`.
     pub user_id: Option<String>,
+    /// The refresh family the token was issued with (`sid`): revoking it revokes the token.
+    pub family_id: Option<String>,
     pub iat: i64,
 }
 
@@ -31,7 +33,10 @@ pub(super) fn start(store: Store) -> (AccessChecker, impl Future<Output = ()> + 
 
 /// The JSON of one check: its strings and about 60 bytes of names and numbers.
 fn weigh(check: &AccessCheck) -> usize {
-    60 + check.jti.len() + check.client_id.len() + check.user_id.as_ref().map_or(4, String::len)
+    80 + check.jti.len()
+        + check.client_id.len()
+        + check.user_id.as_ref().map_or(4, String::len)
+        + check.family_id.as_ref().map_or(4, String::len)
 }
 
 /// One row per check: 1 when usable. The checks travel as one JSON parameter, so the statement
@@ -39,13 +44,16 @@ fn weigh(check: &AccessCheck) -> usize {
 /// subquery with LIMIT 1 so that it stays one index probe per check: as plain `EXISTS` the
 /// planner hashes the whole denylist once per statement, which grows with every revocation.
 const BATCH_QUERY: &str = "\
-SELECT q.i, CASE WHEN d.hit IS NULL AND c.hit IS NOT NULL \
+SELECT q.i, CASE WHEN d.hit IS NULL AND c.hit IS NOT NULL AND f.hit IS NULL \
                   AND (q.user_id IS NULL OR u.hit IS NOT NULL) THEN 1::BIGINT ELSE 0::BIGINT END \
-FROM jsonb_to_recordset($1::jsonb) AS q(i BIGINT, jti TEXT, client_id TEXT, user_id TEXT, iat BIGINT) \
+FROM jsonb_to_recordset($1::jsonb) \
+     AS q(i BIGINT, jti TEXT, client_id TEXT, user_id TEXT, family_id TEXT, iat BIGINT) \
 LEFT JOIN LATERAL (SELECT 1 AS hit FROM access_denylist WHERE jti = q.jti LIMIT 1) d ON TRUE \
 LEFT JOIN LATERAL (SELECT 1 AS hit FROM clients WHERE client_id = q.client_id LIMIT 1) c ON TRUE \
 LEFT JOIN LATERAL (SELECT 1 AS hit FROM users WHERE id = q.user_id AND disabled = 0 \
-                   AND password_changed_at <= q.iat LIMIT 1) u ON TRUE";
+                   AND password_changed_at <= q.iat LIMIT 1) u ON TRUE \
+LEFT JOIN LATERAL (SELECT 1 AS hit FROM refresh_families WHERE id = q.family_id \
+                   AND revoked_at IS NOT NULL LIMIT 1) f ON TRUE";
 
 /// Postgres only: the checks of a whole batch in one statement. A check the answer leaves out
 /// is not usable.

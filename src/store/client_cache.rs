@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::ClientRecord;
+use super::keys::KEY_CHANNEL;
 
 /// The NOTIFY channel; the payload is the client id.
 pub(super) const CHANNEL: &str = "tessera_clients";
@@ -106,10 +107,16 @@ impl ClientCache {
 const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Keeps `cache` in step with the database for as long as it runs: LISTENs on [`CHANNEL`],
-/// and starts over a second after the listener is lost.
-pub async fn listen(cache: Arc<ClientCache>, url: String, pool: sqlx::AnyPool) {
+/// and starts over a second after the listener is lost. The same session hears key changes
+/// ([`KEY_CHANNEL`]) and passes them on to `key_changes`.
+pub async fn listen(
+    cache: Arc<ClientCache>,
+    key_changes: Arc<tokio::sync::Notify>,
+    url: String,
+    pool: sqlx::AnyPool,
+) {
     loop {
-        let lost = follow(&cache, &url, &pool).await;
+        let lost = follow(&cache, &key_changes, &url, &pool).await;
         cache.reset(false);
         tracing::debug!(reason = %lost, "client cache off");
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -117,12 +124,17 @@ pub async fn listen(cache: Arc<ClientCache>, url: String, pool: sqlx::AnyPool) {
 }
 
 /// Applies notifications to `cache` until the listener is lost; returns why.
-async fn follow(cache: &ClientCache, url: &str, pool: &sqlx::AnyPool) -> String {
+async fn follow(
+    cache: &ClientCache,
+    key_changes: &tokio::sync::Notify,
+    url: &str,
+    pool: &sqlx::AnyPool,
+) -> String {
     let mut listener = match sqlx::postgres::PgListener::connect(url).await {
         Ok(listener) => listener,
         Err(error) => return format!("cannot connect: {error}"),
     };
-    if let Err(error) = listener.listen(CHANNEL).await {
+    if let Err(error) = listener.listen_all([CHANNEL, KEY_CHANNEL]).await {
         return format!("LISTEN failed: {error}");
     }
     // Told at once when the connection drops (by default sqlx would first try to reconnect,
@@ -130,10 +142,15 @@ async fn follow(cache: &ClientCache, url: &str, pool: &sqlx::AnyPool) -> String 
     listener.eager_reconnect(false);
     // The listener runs in its own task, so that the heartbeat check never cancels a receive
     // halfway through a message.
-    let (notes, mut received) = tokio::sync::mpsc::channel::<String>(1024);
+    let (notes, mut received) = tokio::sync::mpsc::channel::<(bool, String)>(1024);
     let reader = tokio::spawn(async move {
         while let Ok(Some(note)) = listener.try_recv().await {
-            if notes.send(note.payload().to_owned()).await.is_err() {
+            let about_keys = note.channel() == KEY_CHANNEL;
+            if notes
+                .send((about_keys, note.payload().to_owned()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -146,7 +163,8 @@ async fn follow(cache: &ClientCache, url: &str, pool: &sqlx::AnyPool) -> String 
         tokio::select! {
             note = received.recv() => match note {
                 None => return "listener connection lost".into(),
-                Some(client_id) => {
+                Some((true, _kid)) => key_changes.notify_one(),
+                Some((false, client_id)) => {
                     last_heard = Instant::now();
                     // On only once a notification has made the round trip: a LISTEN that
                     // hears nothing (a transaction-pooling proxy) never turns the cache on.

@@ -150,6 +150,7 @@ impl Store {
         self.clients = Some(cache.clone());
         Some(client_cache::listen(
             cache,
+            self.key_changes.clone(),
             url.to_owned(),
             self.pool.clone(),
         ))

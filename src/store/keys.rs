@@ -15,6 +15,8 @@ pub struct StoredKey {
     pub created_at: i64,
     pub activates_at: i64,
     pub retired_at: Option<i64>,
+    /// Set by `tessera key revoke`: the key is no longer published and verifies nothing.
+    pub revoked_at: Option<i64>,
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -25,6 +27,7 @@ impl std::fmt::Debug for StoredKey {
             .field("algorithm", &self.algorithm)
             .field("activates_at", &self.activates_at)
             .field("retired_at", &self.retired_at)
+            .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
 }
@@ -34,7 +37,7 @@ impl Store {
     pub async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         Ok(sqlx::query_as::<_, StoredKey>(
             "SELECT kid, generation, algorithm, public_jwk, private_key, created_at, activates_at, \
-             retired_at FROM signing_keys ORDER BY generation",
+             retired_at, revoked_at FROM signing_keys ORDER BY generation",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -60,6 +63,7 @@ impl Store {
         .await
         .map_err(|e| conflict_or(e, "signing key generation"))?;
         audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        self.announce_key_change(&mut tx, &key.kid).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -71,35 +75,122 @@ impl Store {
         at: i64,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND (retired_at IS NULL OR retired_at > $1)",
+        self.end_key(
+            "UPDATE signing_keys SET retired_at = $1 \
+             WHERE kid = $2 AND (retired_at IS NULL OR retired_at > $1)",
+            "unretired key",
+            kid,
+            at,
+            event,
         )
-        .bind(at)
-        .bind(kid)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await
+    }
+
+    /// Marks a key revoked (and so retired) as of `at`: it leaves the JWKS, and tokens it
+    /// signed no longer verify.
+    pub async fn revoke_key(
+        &self,
+        kid: &str,
+        at: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.end_key(
+            "UPDATE signing_keys SET revoked_at = $1, \
+             retired_at = CASE WHEN retired_at IS NULL OR retired_at > $1 THEN $1 ELSE retired_at END \
+             WHERE kid = $2 AND revoked_at IS NULL",
+            "unrevoked key",
+            kid,
+            at,
+            event,
+        )
+        .await
+    }
+
+    /// Runs `update` (binding `at`, `kid`) with its audit row and the change announcement;
+    /// `NotFound(missing)` when it changed no row.
+    async fn end_key(
+        &self,
+        update: &'static str,
+        missing: &'static str,
+        kid: &str,
+        at: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(update)
+            .bind(at)
+            .bind(kid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if updated == 0 {
-            return Err(StoreError::NotFound("unretired key"));
+            return Err(StoreError::NotFound(missing));
         }
         audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        self.announce_key_change(&mut tx, kid).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Brings a pending key's activation forward (`tessera key rotate --now`).
     pub async fn activate_key_at(&self, kid: &str, at: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE signing_keys SET activates_at = $1 WHERE kid = $2 AND activates_at > $1",
         )
         .bind(at)
         .bind(kid)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.announce_key_change(&mut tx, kid).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A summary of the key table that changes whenever any key is added, activated earlier,
+    /// retired, revoked or deleted: what a server polls (about once a second) to notice key
+    /// changes that another process made.
+    pub async fn key_change_marker(&self) -> Result<KeyChangeMarker, StoreError> {
+        let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(MAX(generation), 0), \
+             CAST(COALESCE(SUM(activates_at), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(retired_at), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(revoked_at), 0) AS BIGINT) FROM signing_keys",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(KeyChangeMarker(row))
+    }
+
+    /// Resolves when another process has announced a key change (Postgres NOTIFY, heard by a
+    /// serving instance's listener); on SQLite only the marker tells.
+    pub async fn key_change_announced(&self) {
+        self.key_changes.notified().await;
+    }
+
+    /// Wakes every Postgres instance's key watch when `tx` commits; SQLite instances poll.
+    async fn announce_key_change(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        kid: &str,
+    ) -> Result<(), StoreError> {
+        if self.backend == super::Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(KEY_CHANNEL)
+                .bind(kid)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 }
+
+/// The NOTIFY channel of key changes; the payload is the kid.
+pub(super) const KEY_CHANNEL: &str = "tessera_keys";
+
+/// See [`Store::key_change_marker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyChangeMarker((i64, i64, i64, i64, i64));
 
 impl Store {
     pub async fn delete_key(&self, kid: &str) -> Result<u64, StoreError> {

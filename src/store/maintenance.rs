@@ -138,6 +138,7 @@ impl Store {
             Some(&check.jti),
             Some(&check.client_id),
             check.user_id.as_ref(),
+            check.family_id.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -152,17 +153,22 @@ impl Store {
             },
             None => check,
         };
-        let (denied, client_ok, user_ok): (i64, i64, i64) = sqlx::query_as(
+        let (denied, client_ok, user_ok, family_revoked): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM access_denylist WHERE jti = $1), \
                     (SELECT COUNT(*) FROM clients WHERE client_id = $2), \
-                    (SELECT COUNT(*) FROM users WHERE id = $3 AND disabled = 0 AND password_changed_at <= $4)",
+                    (SELECT COUNT(*) FROM users WHERE id = $3 AND disabled = 0 AND password_changed_at <= $4), \
+                    (SELECT COUNT(*) FROM refresh_families WHERE id = $5 AND revoked_at IS NOT NULL)",
         )
         .bind(&check.jti)
         .bind(&check.client_id)
         .bind(check.user_id.as_deref().unwrap_or(""))
         .bind(check.iat)
+        .bind(check.family_id.as_deref().unwrap_or(""))
         .fetch_one(&self.pool)
         .await?;
-        Ok(denied == 0 && client_ok > 0 && (check.user_id.is_none() || user_ok > 0))
+        Ok(denied == 0
+            && client_ok > 0
+            && family_revoked == 0
+            && (check.user_id.is_none() || user_ok > 0))
     }
 }

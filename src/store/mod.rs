@@ -29,7 +29,7 @@ pub use access_checks::AccessCheck;
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
 pub use audit_writer::{AuditWriter, OnOverload, WriterOptions};
 pub use clients::{ClientRecord, NewClient};
-pub use keys::StoredKey;
+pub use keys::{KeyChangeMarker, StoredKey};
 pub use maintenance::{GcCutoffs, GcReport};
 pub use refresh::{
     FamilyRecord, FamilySummary, NewFamily, RefreshLookup, Rotation, RotationRequest,
@@ -180,6 +180,8 @@ pub struct Store {
     access_checks: Option<access_checks::AccessChecker>,
     /// Set with `access_checks`.
     rotations: Option<rotation_batch::Rotations>,
+    /// Woken by a key change another process announced (Postgres NOTIFY).
+    key_changes: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -246,6 +248,7 @@ impl Store {
             clients: None,
             access_checks: None,
             rotations: None,
+            key_changes: Arc::default(),
         })
     }
 

@@ -66,8 +66,11 @@ pub enum Rotation {
     /// The requested scope exceeds the family's; nothing was changed.
     ScopeNotGranted,
     NotFound,
+    /// Issued to another client: stolen, or leaked between clients (RFC 9700 §4.14.2).
     WrongClient {
         username: String,
+        family_id: String,
+        owner_client: String,
     },
     Expired {
         username: String,
@@ -596,7 +599,11 @@ impl Store {
         };
         let username = found.username.clone();
         if found.client_id != req.client_id {
-            return Ok(Rotation::WrongClient { username });
+            return Ok(Rotation::WrongClient {
+                username,
+                family_id: found.family_id,
+                owner_client: found.client_id,
+            });
         }
         if found.revoked_at.is_some() {
             return Ok(Rotation::Revoked { username });
@@ -643,12 +650,12 @@ impl Store {
         family_id: &str,
         now: i64,
         reason: &str,
-        event: &AuditEvent,
+        events: &[AuditEvent],
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let revoked = revoke_family_in(&mut tx, family_id, now, reason).await?;
         if revoked {
-            audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+            audit::insert(&mut tx, events).await?;
         }
         tx.commit().await?;
         Ok(revoked)

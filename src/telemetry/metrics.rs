@@ -71,6 +71,10 @@ fn describe() {
         "Rotated refresh tokens presented again (family revoked)"
     );
     describe_counter!(
+        "tessera_refresh_theft_suspected_total",
+        "Refresh tokens presented by a client they were not issued to (family revoked)"
+    );
+    describe_counter!(
         "tessera_revocations_total",
         "Tokens revoked at the revocation endpoint by kind"
     );

@@ -37,6 +37,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
         ("TESSERA__SERVER__BIND".into(), "127.0.0.1:0".into()),
         ("TESSERA__SERVER__ISSUER".into(), ISSUER.into()),
         ("TESSERA__SERVER__WORKERS".into(), "2".into()),
+        ("TESSERA__METRICS__BIND".into(), "127.0.0.1:0".into()),
         ("TESSERA__DATABASE__URL".into(), db.url.clone()),
         ("TESSERA__DATABASE__MAX_CONNECTIONS".into(), "8".into()),
         (
@@ -55,6 +56,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The metrics listener's port; `None` with `metrics.bind = "main"`.
+    pub metrics_port: Option<u16>,
     pub db: TestDb,
     pub clock: Arc<ShiftedClock>,
     pub http: reqwest::Client,
@@ -82,6 +85,7 @@ pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
         .await
         .expect("app builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     let store = tessera::startup::open_store(&settings)
@@ -92,6 +96,7 @@ pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         db,
         clock,
         http: reqwest::Client::builder()
@@ -126,6 +131,41 @@ fn url_encode(s: &str) -> String {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// Runs the `tessera` binary (another process, as an operator would) on this server's
+    /// database; returns whether it succeeded, and its stdout and stderr.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command
+            .args(args)
+            .current_dir(self.db.path())
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .env("TESSERA__DATABASE__URL", &self.db.url)
+            .env(
+                "TESSERA__KEYS__ENCRYPTION_KEY",
+                self.settings.keys.encryption_key.expose(),
+            )
+            .env("TESSERA__SERVER__ISSUER", ISSUER)
+            .env("TESSERA__LOG__LEVEL", "warn");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("join")
+            .expect("tessera runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// `/metrics` where this server serves it.
+    pub fn metrics_url(&self) -> String {
+        match self.metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}/metrics"),
+            None => self.url("/metrics"),
+        }
     }
 
     /// A role, a user `alice` holding it, and a client `gateway` with every user grant.

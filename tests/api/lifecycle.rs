@@ -20,21 +20,21 @@ use crate::helpers::{
     verify_with_jwks,
 };
 
-fn refresh_token_of(body: &Value) -> String {
+pub(crate) fn refresh_token_of(body: &Value) -> String {
     body["refresh_token"]
         .as_str()
         .expect("a refresh token")
         .to_owned()
 }
 
-fn access_token_of(body: &Value) -> String {
+pub(crate) fn access_token_of(body: &Value) -> String {
     body["access_token"]
         .as_str()
         .expect("an access token")
         .to_owned()
 }
 
-fn kid_of(token: &str) -> String {
+pub(crate) fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token)
         .expect("header")
         .kid
@@ -42,7 +42,7 @@ fn kid_of(token: &str) -> String {
 }
 
 /// Seeds, and lets `gateway` introspect.
-async fn seed_with_introspection(app: &TestApp) -> Client {
+pub(crate) async fn seed_with_introspection(app: &TestApp) -> Client {
     let client = app.seed().await;
     app.admin
         .update_client(
@@ -57,11 +57,15 @@ async fn seed_with_introspection(app: &TestApp) -> Client {
     client
 }
 
-async fn revoke(app: &TestApp, client: &Client, form: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn revoke(
+    app: &TestApp,
+    client: &Client,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     app.post_form("/oauth/revoke", Some(client), form).await
 }
 
-async fn introspect(app: &TestApp, client: &Client, token: &str) -> Value {
+pub(crate) async fn introspect(app: &TestApp, client: &Client, token: &str) -> Value {
     let response = app
         .post_form("/oauth/introspect", Some(client), &[("token", token)])
         .await;
@@ -70,14 +74,14 @@ async fn introspect(app: &TestApp, client: &Client, token: &str) -> Value {
     response.json().await.expect("json")
 }
 
-async fn refresh_status(app: &TestApp, client: &Client, token: &str) -> (u16, Value) {
+pub(crate) async fn refresh_status(app: &TestApp, client: &Client, token: &str) -> (u16, Value) {
     let response = app.refresh(client, token).await;
     let status = response.status().as_u16();
     (status, response.json().await.expect("json"))
 }
 
 /// RFC 7662 §2.2: an inactive token gets `active: false` and nothing else.
-fn inactive() -> Value {
+pub(crate) fn inactive() -> Value {
     json!({ "active": false })
 }
 
@@ -464,7 +468,7 @@ async fn an_access_token_is_active_until_it_expires(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 // Signing keys and the JWKS
 
-async fn jwks_response(app: &TestApp, if_none_match: Option<&str>) -> reqwest::Response {
+pub(crate) async fn jwks_response(app: &TestApp, if_none_match: Option<&str>) -> reqwest::Response {
     let mut request = app.http.get(app.url("/.well-known/jwks.json"));
     if let Some(tag) = if_none_match {
         request = request.header("If-None-Match", tag);
@@ -472,7 +476,7 @@ async fn jwks_response(app: &TestApp, if_none_match: Option<&str>) -> reqwest::R
     request.send().await.expect("jwks")
 }
 
-fn kids(jwks: &Value) -> Vec<String> {
+pub(crate) fn kids(jwks: &Value) -> Vec<String> {
     jwks["keys"]
         .as_array()
         .expect("keys")
@@ -494,7 +498,7 @@ async fn wait_for_jwks(app: &TestApp, what: &str, done: impl Fn(&[String]) -> bo
     panic!("the JWKS never showed {what}: {last}");
 }
 
-fn etag_of(response: &reqwest::Response) -> String {
+pub(crate) fn etag_of(response: &reqwest::Response) -> String {
     response
         .headers()
         .get("etag")
@@ -827,6 +831,7 @@ mod postgres_instances {
             let a = a.expect("join").expect("instance a builds");
             let b = b.expect("join").expect("instance b builds");
             let (port_a, port_b) = (a.port(), b.port());
+            let metrics_port = a.metrics_port();
             let (handle_a, handle_b) = (a.handle(), b.handle());
             tokio::spawn(a.run_until_stopped());
             tokio::spawn(b.run_until_stopped());
@@ -840,6 +845,7 @@ mod postgres_instances {
             let app = TestApp {
                 address: format!("http://127.0.0.1:{port_a}"),
                 port: port_a,
+                metrics_port,
                 db,
                 clock,
                 http: reqwest::Client::new(),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::both_backends;
+use tessera::config::MetricsBind;
 use tessera::store::{AuditFilter, AuditRow};
 
 use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app};
@@ -68,7 +69,7 @@ async fn metrics_parse_and_move(backend: Backend) {
     let scrape = || async {
         let response = app
             .http
-            .get(app.url("/metrics"))
+            .get(app.metrics_url())
             .send()
             .await
             .expect("metrics");
@@ -306,14 +307,22 @@ async fn concurrent_correct_logins_never_lock_the_account(backend: Backend) {
     assert_eq!(reasons(&rows, "throttled"), max * 3 + 1, "refused unhashed");
 }
 
-/// With metrics.bind set, /metrics moves to that listener and leaves the OAuth port.
-async fn metrics_can_live_on_their_own_listener(backend: Backend) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let bind: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let app = crate::helpers::spawn_app_with(backend, |s| s.metrics.bind = Some(bind)).await;
+/// By default /metrics has a loopback listener of its own and the OAuth port answers 404, so an
+/// anonymous caller cannot read login-failure reasons; `metrics.bind = "main"` is the explicit
+/// way back onto the OAuth port.
+async fn metrics_stay_off_the_oauth_listener_unless_asked(backend: Backend) {
+    let defaults = tessera::config::Settings::load_from(None, &[]).expect("defaults");
+    assert_eq!(
+        defaults.metrics.bind,
+        MetricsBind::Own("127.0.0.1:9464".parse().expect("addr")),
+        "the shipped default is loopback, port 9464"
+    );
+
+    let app = crate::helpers::spawn_app(backend).await;
+    let seeded = app.seed().await;
+    // A failed login, so that the reason label exists.
+    app.password_grant(&seeded, "alice", "not-the-password")
+        .await;
     let main = app
         .http
         .get(app.url("/metrics"))
@@ -321,27 +330,44 @@ async fn metrics_can_live_on_their_own_listener(backend: Backend) {
         .await
         .expect("main");
     assert_eq!(main.status(), 404);
+    assert!(!main.text().await.expect("text").contains("tessera_"));
+    let port = app.metrics_port.expect("a metrics listener of its own");
     let separate = app
         .http
-        .get(format!("http://{bind}/metrics"))
+        .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
         .await
         .expect("metrics");
     assert_eq!(separate.status(), 200);
     let text = separate.text().await.expect("text");
     assert!(text.contains("tessera_build_info"));
+    assert!(
+        text.contains("tessera_login_failures_total{reason=\"wrong_password\"}"),
+        "the reasons stay as labels on the private port"
+    );
     let other = app
         .http
-        .get(format!("http://{bind}/oauth/token"))
+        .get(format!("http://127.0.0.1:{port}/oauth/token"))
         .send()
         .await
         .expect("other");
     assert_eq!(other.status(), 404, "only /metrics on the metrics listener");
+
+    let on_main =
+        crate::helpers::spawn_app_with(backend, |s| s.metrics.bind = MetricsBind::Main).await;
+    assert_eq!(on_main.metrics_port, None);
+    let main = on_main
+        .http
+        .get(on_main.url("/metrics"))
+        .send()
+        .await
+        .expect("main");
+    assert_eq!(main.status(), 200);
 }
 
 both_backends!(
     concurrent_correct_logins_never_lock_the_account,
-    metrics_can_live_on_their_own_listener,
+    metrics_stay_off_the_oauth_listener_unless_asked,
     metrics_parse_and_move,
     throttling_refuses_after_repeated_failures
 );

@@ -513,19 +513,59 @@ async fn a_session_ends_at_its_absolute_lifetime(backend: Backend) {
     assert_invalid_grant(&app, &client, &token, "past refresh_absolute_ttl").await;
 }
 
-async fn a_refresh_token_is_bound_to_its_client(backend: Backend) {
+/// RFC 9700 §4.14.2: a refresh token presented by a client it was not issued to is stolen or
+/// leaked, so its family can no longer be trusted: refused, the family revoked (its access
+/// tokens included), and audited as suspected theft.
+async fn a_refresh_token_presented_by_another_client_revokes_its_family(backend: Backend) {
     let app = spawn_app(backend).await;
-    let gateway = app.seed().await;
+    let gateway = crate::lifecycle::seed_with_introspection(&app).await;
     let mobile = app
         .add_client("mobile", &["password", "refresh_token"], &["read", "write"])
         .await;
-    let token = refresh_token_of(&app.login(&gateway).await);
+    let login = app.login(&gateway).await;
+    let token = refresh_token_of(&login);
+    let access = access_token_of(&login);
+    let untouched = refresh_token_of(&app.login(&gateway).await);
 
     assert_invalid_grant(&app, &mobile, &token, "another client's refresh token").await;
-    // Not reuse, not revoked, not rotated: its own client can still use it.
-    let body = refresh_ok(&app, &gateway, &token).await;
-    assert_eq!(claims(&access_token_of(&body))["client_id"], "gateway");
+    assert_invalid_grant(
+        &app,
+        &gateway,
+        &token,
+        "its own client can no longer use it",
+    )
+    .await;
+    let answer = crate::lifecycle::introspect(&app, &gateway, &access).await;
+    assert_eq!(
+        answer,
+        json!({ "active": false }),
+        "its access token ended too"
+    );
+
+    let suspected = audit(&app, "refresh.theft_suspected").await;
+    let revoked = audit(&app, "refresh.family_revoked").await;
+    assert_eq!(suspected.len(), 1, "{suspected:?}");
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(
+        suspected[0].target,
+        claims(&access)["sid"].as_str().expect("sid")
+    );
+    assert_eq!(suspected[0].target, revoked[0].target);
+    assert_eq!(suspected[0].client_id.as_deref(), Some("mobile"));
+    assert_eq!(suspected[0].username.as_deref(), Some("alice"));
+    assert_eq!(suspected[0].outcome, "denied");
+    let details: Value = serde_json::from_str(&suspected[0].details).expect("json");
+    assert_eq!(details["owner_client"], "gateway");
+    assert_eq!(details["reason"], "wrong_client");
     assert!(audit(&app, "refresh.reuse_detected").await.is_empty());
+
+    // Presented again: refused and audited again, revoked once.
+    assert_invalid_grant(&app, &mobile, &token, "again").await;
+    assert_eq!(audit(&app, "refresh.theft_suspected").await.len(), 2);
+    assert_eq!(audit(&app, "refresh.family_revoked").await.len(), 1);
+
+    // Only that family: alice's other session goes on.
+    refresh_ok(&app, &gateway, &untouched).await;
 }
 
 async fn malformed_and_unknown_refresh_tokens_are_invalid_grant(backend: Backend) {
@@ -562,6 +602,6 @@ both_backends!(
     deleting_a_client_ends_its_refresh_tokens,
     idle_refresh_tokens_expire,
     a_session_ends_at_its_absolute_lifetime,
-    a_refresh_token_is_bound_to_its_client,
+    a_refresh_token_presented_by_another_client_revokes_its_family,
     malformed_and_unknown_refresh_tokens_are_invalid_grant,
 );

@@ -103,6 +103,7 @@ async fn serve(t: &Tessera, kek: &str) -> Server {
     cmd.arg("serve")
         .current_dir(t.db.path())
         .env("TESSERA__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("TESSERA__METRICS__BIND", "127.0.0.1:0")
         .env("TESSERA__SERVER__ISSUER", &base)
         .env("TESSERA__SERVER__WORKERS", "1")
         .env("TESSERA__KEYS__ENCRYPTION_KEY", kek)

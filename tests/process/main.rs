@@ -19,6 +19,7 @@ const PASSWORD: &str = "Unmistakable-Pa55phrase-7Q";
 struct Server {
     child: Child,
     port: u16,
+    metrics_port: u16,
     log: PathBuf,
     env: Vec<(String, String)>,
     scheme: &'static str,
@@ -35,8 +36,13 @@ impl Server {
     /// Starts the binary with `extra` settings on `db`, logging JSON at debug level to a file.
     fn start(db: &TestDb, extra: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let metrics_port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("TESSERA__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
+            (
+                "TESSERA__METRICS__BIND".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ),
             (
                 "TESSERA__SERVER__ISSUER".into(),
                 format!("http://127.0.0.1:{port}"),
@@ -81,6 +87,7 @@ impl Server {
         Server {
             child,
             port,
+            metrics_port,
             log,
             env,
             scheme,
@@ -613,7 +620,7 @@ async fn clients_come_from_memory_and_cli_changes_reach_the_server() {
     };
     let lookups = || async {
         let text = http
-            .get(server.url("/metrics"))
+            .get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
             .send()
             .await
             .expect("metrics")

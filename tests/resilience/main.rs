@@ -50,6 +50,7 @@ fn free_port() -> u16 {
 fn base_env(db_url: &str, port: u16) -> Vec<(String, String)> {
     [
         ("TESSERA__SERVER__BIND", format!("127.0.0.1:{port}")),
+        ("TESSERA__METRICS__BIND", "127.0.0.1:0".to_owned()),
         ("TESSERA__SERVER__ISSUER", ISSUER.to_owned()),
         ("TESSERA__DATABASE__URL", db_url.to_owned()),
         ("TESSERA__KEYS__ENCRYPTION_KEY", KEK.to_owned()),
