@@ -76,6 +76,11 @@ fn validate_lists(
         ));
     }
     if let Some(bad) = scopes.iter().find(|s| !scope::is_valid_token(s)) {
+    if public && grants.iter().any(|g| g == "password") {
+        return Err(AdminError::Invalid(
+            "a public client cannot use the password grant (RFC 9700 §2.4)".into(),
+        ));
+    }
         return Err(AdminError::Invalid(format!("invalid scope {bad:?}")));
     }
     if let Some(bad) = audiences.iter().find(|a| {

@@ -124,8 +124,6 @@ async fn public_client_has_no_secret(backend: Backend) {
         "spa",
         "--public",
         "--grant",
-        "password",
-        "--grant",
         "refresh_token",
         "--json",
     ]);
@@ -154,7 +152,28 @@ async fn public_client_has_no_secret(backend: Backend) {
         err.contains("public client cannot use client_credentials"),
         "{err}"
     );
+    // Nor the password grant (RFC 9700 §2.4), asked for at registration or added later.
+    let refused: [&[&str]; 2] = [
+        &["client", "add", "spa2", "--public", "--grant", "password"],
+        &[
+            "client",
+            "update",
+            "spa",
+            "--grant",
+            "refresh_token",
+            "--grant",
+            "password",
+        ],
+    ];
+    for args in refused {
+        assert_eq!(
+            t.fail(args, 1),
+            "error: a public client cannot use the password grant (RFC 9700 §2.4)\n"
+        );
+    }
     assert_eq!(t.snapshot(), before);
+    let shown = t.json(["client", "show", "spa", "--json"]);
+    assert_eq!(strings(&shown["grant_types"]), ["refresh_token"]);
 }
 
 async fn rotate_secret_gives_a_new_secret(backend: Backend) {
