@@ -34,6 +34,11 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts the binary with `extra` settings on `db`, logging JSON at debug level to a file.
     fn start(db: &TestDb, extra: &[(&str, &str)]) -> Server {
+        Self::start_with_umask(db, extra, None)
+    }
+
+    /// [`Server::start`], the process running under `umask` when given.
+    fn start_with_umask(db: &TestDb, extra: &[(&str, &str)], umask: Option<&str>) -> Server {
         let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("TESSERA__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
@@ -68,7 +73,15 @@ impl Server {
         };
         let log = db.path().join(format!("serve-{port}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let mut command = match umask {
+            None => Command::new(BIN),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("umask {mask} && exec \"$0\" \"$@\""), BIN]);
+                sh
+            }
+        };
+        let child = command
             .arg("serve")
             .current_dir(db.path())
             .env_remove("RUST_LOG")
@@ -818,4 +831,38 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
         contains(b"/.well-known/jwks.json"),
         "the span names its route"
     );
+}
+
+/// The SQLite database, its -wal and -shm files and the key file are readable by their owner
+/// alone, whatever the umask the server starts under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    for umask in ["0000", "0022"] {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut server =
+            Server::start_with_umask(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")], Some(umask));
+        server.wait_ready(&reqwest::Client::new()).await;
+        server.seed();
+        // While the server runs, SQLite keeps the write-ahead log and its index beside the file.
+        for file in [
+            "tessera.db",
+            "tessera.db-wal",
+            "tessera.db-shm",
+            "tessera.db.kek",
+        ] {
+            let mode = std::fs::metadata(db.path().join(file))
+                .unwrap_or_else(|e| panic!("umask {umask}: {file}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "umask {umask}: {file} is {:o}",
+                mode & 0o777
+            );
+        }
+        server.signal("-TERM");
+        assert!(server.wait_exit(Duration::from_secs(20)).success());
+    }
 }
