@@ -1,6 +1,7 @@
 //! The `tessera` command line: argument parsing and dispatch to the admin layer.
 //! Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error.
 
+mod actor;
 mod audit;
 mod clients;
 mod keys;
@@ -33,6 +34,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
+    /// Who is acting (e.g. a deploy job), for the audit log of admin changes: recorded beside
+    /// the operating-system user, never instead of it.
+    #[arg(long, global = true, env = "TESSERA_ACTOR", value_name = "NAME")]
+    pub actor: Option<String>,
     pub command: Command,
 }
 
@@ -101,6 +106,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
+    // Every admin command acts as the same actor.
+    let admin = |settings| admin(settings, cli.actor.as_deref());
             let store = startup::open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             println!("migrations applied");
@@ -144,18 +151,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The admin layer on the configured database, migrated when `migrate_on_start` allows.
-async fn admin(settings: Settings) -> anyhow::Result<Admin> {
+async fn admin(settings: Settings, actor_name: Option<&str>) -> anyhow::Result<Admin> {
+    let actor = actor::actor(actor_name)?;
     let store = startup::open_store(&settings).await?;
     if settings.database.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
     }
-    Ok(Admin::new(store, Arc::new(SystemClock), settings, actor())?)
-}
-
-/// `cli:<os user>` for the audit log.
-fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+    Ok(Admin::new(store, Arc::new(SystemClock), settings, actor)?)
 }
