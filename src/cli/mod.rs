@@ -4,6 +4,7 @@
 mod actor;
 mod audit;
 mod clients;
+mod healthcheck;
 mod keys;
 mod output;
 mod page;
@@ -33,11 +34,11 @@ pub struct Cli {
     /// Settings file layered over the built-in defaults (environment variables still win).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    #[command(subcommand)]
     /// Who is acting (e.g. a deploy job), for the audit log of admin changes: recorded beside
     /// the operating-system user, never instead of it.
     #[arg(long, global = true, env = "TESSERA_ACTOR", value_name = "NAME")]
     pub actor: Option<String>,
+    #[command(subcommand)]
     pub command: Command,
 }
 
@@ -66,6 +67,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Delete expired tokens, denylist entries and old audit rows once.
     Gc,
+    /// Probe the configured listener's /readyz (or /healthz): exit 0 on 200, else 1.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// An error that is the user's to fix in the command line: exit status 2.
@@ -103,11 +106,11 @@ fn one_line(err: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
+    // Every admin command acts as the same actor.
+    let admin = |settings| admin(settings, cli.actor.as_deref());
     match cli.command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-    // Every admin command acts as the same actor.
-    let admin = |settings| admin(settings, cli.actor.as_deref());
             let store = startup::open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             println!("migrations applied");
@@ -134,6 +137,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Healthcheck(args) => healthcheck::run(&args, &settings),
     }
 }
 
