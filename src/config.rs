@@ -446,15 +446,47 @@ impl Settings {
     }
 }
 
-/// Hides the password of a database URL (`postgres://user:***@host/db`).
+/// Hides the passwords of a database URL: the one in its user info
+/// (`postgres://user:***@host/db`) and the values of query parameters named like a password
+/// (`?password=***`, `?sslpassword=***`, any case).
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.rsplit_once('@')
-    {
-        let user = userinfo.split(':').next().unwrap_or("");
-        return format!("{scheme}://{user}:***@{host}");
+    // The last `@` ends the user info even when the password holds an unencoded `@`, `/` or `?`;
+    // an `@` in the query makes this hide more than the password, never less.
+    let (head, tail) = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                (format!("{scheme}://{user}:***@"), host)
+            }
+            None => (format!("{scheme}://"), rest),
+        },
+        None => (String::new(), url),
+    };
+    match tail.split_once('?') {
+        Some((path, query)) => format!("{head}{path}?{}", redact_query(query)),
+        None => format!("{head}{tail}"),
     }
-    url.to_string()
+}
+
+/// `a=1&password=***`: the values of password parameters hidden, everything else kept.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_password_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `password`, `sslpassword`, `PassWord`, `ssl%70assword`: any key ending in "password" once
+/// decoded, whatever its case.
+fn is_password_key(key: &str) -> bool {
+    percent_encoding::percent_decode_str(key)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase()
+        .ends_with("password")
 }
 
 #[cfg(test)]
@@ -592,5 +624,44 @@ mod tests {
             redact_url("postgres://app:pw@db:5432/x"),
             "postgres://app:***@db:5432/x"
         );
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_in_the_query() {
+        assert_eq!(
+            redact_url("postgres://db/x?user=app&password=hunter2&sslmode=require"),
+            "postgres://db/x?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/x?sslmode=verify-full&sslpassword=keypass"),
+            "postgres://app:***@db/x?sslmode=verify-full&sslpassword=***"
+        );
+        // Keys match in any case and percent-encoded.
+        assert_eq!(
+            redact_url("postgresql://db/x?PASSWORD=a&SslPassword=b&pass%77ord=c"),
+            "postgresql://db/x?PASSWORD=***&SslPassword=***&pass%77ord=***"
+        );
+        // Both places at once; a password holding `?` and `@` stays hidden.
+        assert_eq!(
+            redact_url("postgres://app:p?w@d@db/x?password=q"),
+            "postgres://app:***@db/x?password=***"
+        );
+        // Other parameters, and URLs without a query or a scheme, are left alone.
+        assert_eq!(
+            redact_url("sqlite:/var/lib/tessera.db?mode=rwc"),
+            "sqlite:/var/lib/tessera.db?mode=rwc"
+        );
+        assert_eq!(
+            redact_url("sqlite://t.db?password=x"),
+            "sqlite://t.db?password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?passwords_file=/p&password"),
+            "postgres://db/x?passwords_file=/p&password"
+        );
+        for secret in ["hunter2", "keypass"] {
+            let url = format!("postgres://u:{secret}@h/d?sslpassword={secret}&Password={secret}");
+            assert!(!redact_url(&url).contains(secret), "{url}");
+        }
     }
 }

@@ -40,13 +40,19 @@ fn validate_client_id(id: &str) -> Result<(), AdminError> {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(AdminError::Invalid(
+    if !ok {
+        return Err(AdminError::Invalid(
             "client ids are 1 to 128 characters of A-Z a-z 0-9 _ - . : @".into(),
-        ))
+        ));
     }
+    // A client_credentials token's `sub` is the client id, a user's is the user's UUID: a
+    // UUID-shaped client id could name a user to a resource server (RFC 9068 §5, RFC 9700 §4.15).
+    if uuid::Uuid::try_parse(id).is_ok() {
+        return Err(AdminError::Invalid(format!(
+            "client id {id} looks like a UUID, which is how user ids look in a token's sub; choose another id"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_lists(
@@ -68,6 +74,11 @@ fn validate_lists(
     if public && grants.iter().any(|g| g == "client_credentials") {
         return Err(AdminError::Invalid(
             "a public client cannot use client_credentials".into(),
+        ));
+    }
+    if public && grants.iter().any(|g| g == "password") {
+        return Err(AdminError::Invalid(
+            "a public client cannot use the password grant (RFC 9700 §2.4)".into(),
         ));
     }
     if public && introspect {

@@ -1,8 +1,10 @@
 //! The `tessera` command line: argument parsing and dispatch to the admin layer.
 //! Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error.
 
+mod actor;
 mod audit;
 mod clients;
+mod healthcheck;
 mod keys;
 mod output;
 mod page;
@@ -32,6 +34,10 @@ pub struct Cli {
     /// Settings file layered over the built-in defaults (environment variables still win).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Who is acting (e.g. a deploy job), for the audit log of admin changes: recorded beside
+    /// the operating-system user, never instead of it.
+    #[arg(long, global = true, env = "TESSERA_ACTOR", value_name = "NAME")]
+    pub actor: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +67,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Delete expired tokens, denylist entries and old audit rows once.
     Gc,
+    /// Probe the configured listener's /readyz (or /healthz): exit 0 on 200, else 1.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// An error that is the user's to fix in the command line: exit status 2.
@@ -98,6 +106,8 @@ fn one_line(err: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
+    // Every admin command acts as the same actor.
+    let admin = |settings| admin(settings, cli.actor.as_deref());
     match cli.command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
@@ -127,6 +137,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Healthcheck(args) => healthcheck::run(&args, &settings),
     }
 }
 
@@ -144,18 +155,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The admin layer on the configured database, migrated when `migrate_on_start` allows.
-async fn admin(settings: Settings) -> anyhow::Result<Admin> {
+async fn admin(settings: Settings, actor_name: Option<&str>) -> anyhow::Result<Admin> {
+    let actor = actor::actor(actor_name)?;
     let store = startup::open_store(&settings).await?;
     if settings.database.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
     }
-    Ok(Admin::new(store, Arc::new(SystemClock), settings, actor())?)
-}
-
-/// `cli:<os user>` for the audit log.
-fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+    Ok(Admin::new(store, Arc::new(SystemClock), settings, actor)?)
 }

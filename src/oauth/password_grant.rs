@@ -19,6 +19,13 @@ impl OAuth {
         client: &ClientRecord,
         params: &super::Params,
     ) -> Result<TokenResponse, OAuthError> {
+        // The admin layer refuses to register such a client (RFC 9700 §2.4); a database written
+        // before that rule may still hold one.
+        if client.is_public() {
+            return Err(OAuthError::UnauthorizedClient(
+                "public clients may not use the password grant".into(),
+            ));
+        }
         let username = params.require("username")?;
         let password = params
             .get("password")

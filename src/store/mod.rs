@@ -14,6 +14,7 @@ mod maintenance;
 mod refresh;
 mod roles;
 mod rotation_batch;
+mod sqlite_file;
 mod throttle;
 mod users;
 
@@ -108,6 +109,11 @@ pub enum StoreError {
     Backend(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    #[error("cannot create the database file {}: {error}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
@@ -199,6 +205,9 @@ impl Store {
             }
             _ => url.to_owned(),
         };
+        if backend == Backend::Sqlite {
+            sqlite_file::create_private(&url)?;
+        }
         let idle_in_transaction = options.idle_in_transaction_timeout;
         let connect_options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("database.url is not valid: {e}")))?;

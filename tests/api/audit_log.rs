@@ -10,22 +10,10 @@ use tessera::clock::Clock;
 use tessera::store::AuditFilter;
 
 use crate::common::Backend;
-use crate::helpers::{Client, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{Client, TestApp, execute, spawn_app, spawn_app_with};
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
-
-async fn execute(app: &TestApp, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&app.db.url)
-        .await
-        .expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let _ = conn.close().await;
-}
 
 async fn scalar(app: &TestApp, sql: &str) -> i64 {
     sqlx::any::install_default_drivers();

@@ -109,6 +109,20 @@ pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
     }
 }
 
+/// Runs one SQL statement on the app's database behind its back (a row an older version wrote).
+pub async fn execute(app: &TestApp, sql: &str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+}
+
 /// A confidential client as registered: id and the secret shown once.
 #[derive(Debug, Clone)]
 pub struct Client {

@@ -1,9 +1,10 @@
-//! Every admin change writes an audit row naming `cli:<USER>`; `tessera audit` reads them.
+//! Every admin change writes an audit row naming `cli:<os user>` (and the name `--actor` gives);
+//! `tessera audit` reads them.
 
 use serde_json::Value;
 
 use crate::common::Backend;
-use crate::{ACTOR, PASSWORD, Tessera, actions, array, assert_timestamp};
+use crate::{PASSWORD, Tessera, actions, actor, array, assert_timestamp};
 
 async fn every_change_is_audited_with_the_cli_actor(backend: Backend) {
     let t = Tessera::new(backend).await;
@@ -56,7 +57,7 @@ async fn every_change_is_audited_with_the_cli_actor(backend: Backend) {
         ]
     );
     for row in &rows {
-        assert_eq!(row["actor"], ACTOR, "{row}");
+        assert_eq!(row["actor"], actor(), "{row}");
         assert_eq!(row["outcome"], "success", "{row}");
         assert_timestamp(row, "time");
         for field in ["id", "target", "user", "client", "details"] {
@@ -94,24 +95,74 @@ async fn every_change_is_audited_with_the_cli_actor(backend: Backend) {
     assert_eq!(t.audit(), rows);
 }
 
-async fn actor_follows_the_os_user(backend: Backend) {
+/// The OS user comes from the process, not from `$USER` or `$LOGNAME` (unset in containers and
+/// under systemd, and anyone's to set); a name given with `--actor` or `TESSERA_ACTOR` is
+/// recorded beside it.
+async fn actor_is_the_os_user_of_the_process(backend: Backend) {
     let t = Tessera::new(backend).await;
-    let out = t
+    let os = actor();
+    let run = |cmd: &mut assert_cmd::Command| {
+        let out = cmd.output().expect("runs");
+        assert!(out.status.success(), "{out:?}");
+    };
+    run(t
         .cmd()
         .args(["role", "add", "a"])
-        .env("USER", "ops-bob")
-        .output();
-    assert!(out.expect("runs").status.success());
-    let out = t
-        .cmd()
-        .args(["role", "add", "b"])
         .env_remove("USER")
-        .env("LOGNAME", "logname-carol")
-        .output();
-    assert!(out.expect("runs").status.success());
-    let rows = t.audit();
-    assert_eq!(rows[1]["actor"], "cli:ops-bob");
-    assert_eq!(rows[0]["actor"], "cli:logname-carol");
+        .env_remove("LOGNAME"));
+    run(t.cmd().args(["role", "add", "b"]).env("USER", "ops-bob"));
+    run(t
+        .cmd()
+        .args(["role", "add", "c"])
+        .env("LOGNAME", "logname-carol"));
+    run(t
+        .cmd()
+        .args(["role", "add", "d", "--actor", "deploy-bot"])
+        .env_remove("USER"));
+    run(t
+        .cmd()
+        .args(["role", "add", "e"])
+        .env_remove("USER")
+        .env("TESSERA_ACTOR", "nightly job #42"));
+    // The flag wins over the environment.
+    run(t
+        .cmd()
+        .args(["--actor", "alice-at-laptop", "role", "add", "f"])
+        .env("TESSERA_ACTOR", "ci"));
+    let mut rows = t.audit();
+    rows.reverse();
+    let actors: Vec<&str> = rows
+        .iter()
+        .map(|r| r["actor"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            os.clone(),
+            os.clone(),
+            os.clone(),
+            format!("{os} (as deploy-bot)"),
+            format!("{os} (as nightly job #42)"),
+            format!("{os} (as alice-at-laptop)"),
+        ]
+    );
+    assert!(!os.contains("unknown") && !os.contains("tester"), "{os}");
+
+    // Names that are blank, too long or carry control characters are usage errors, and
+    // nothing is written.
+    let before = t.audit();
+    for bad in ["", "  ", "two\nlines", "\u{1b}[31mred", &"x".repeat(65)] {
+        let err = t.fail(["role", "add", "g", "--actor", bad], 2);
+        assert!(err.contains("--actor (or TESSERA_ACTOR)"), "{err}");
+        let out = t
+            .cmd()
+            .args(["role", "add", "g"])
+            .env("TESSERA_ACTOR", bad)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+    }
+    assert_eq!(t.audit(), before);
 }
 
 async fn refused_changes_write_no_rows(backend: Backend) {
@@ -166,7 +217,7 @@ async fn filters(backend: Backend) {
     );
     let table = t.ok(["audit", "--action", "client.add"]);
     assert!(table.starts_with("TIME"), "{table}");
-    assert!(table.contains(ACTOR), "{table}");
+    assert!(table.contains(&actor()), "{table}");
 
     let err = t.fail(["audit", "--since", "yesterday-ish"], 2);
     assert!(err.contains("--since"), "{err}");
@@ -176,7 +227,7 @@ async fn filters(backend: Backend) {
 
 crate::both_backends!(
     every_change_is_audited_with_the_cli_actor,
-    actor_follows_the_os_user,
+    actor_is_the_os_user_of_the_process,
     refused_changes_write_no_rows,
     filters,
 );

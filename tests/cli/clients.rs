@@ -124,8 +124,6 @@ async fn public_client_has_no_secret(backend: Backend) {
         "spa",
         "--public",
         "--grant",
-        "password",
-        "--grant",
         "refresh_token",
         "--json",
     ]);
@@ -154,7 +152,60 @@ async fn public_client_has_no_secret(backend: Backend) {
         err.contains("public client cannot use client_credentials"),
         "{err}"
     );
+    // Nor the password grant (RFC 9700 §2.4), asked for at registration or added later.
+    let refused: [&[&str]; 2] = [
+        &["client", "add", "spa2", "--public", "--grant", "password"],
+        &[
+            "client",
+            "update",
+            "spa",
+            "--grant",
+            "refresh_token",
+            "--grant",
+            "password",
+        ],
+    ];
+    for args in refused {
+        assert_eq!(
+            t.fail(args, 1),
+            "error: a public client cannot use the password grant (RFC 9700 §2.4)\n"
+        );
+    }
     assert_eq!(t.snapshot(), before);
+    let shown = t.json(["client", "show", "spa", "--json"]);
+    assert_eq!(strings(&shown["grant_types"]), ["refresh_token"]);
+}
+
+/// A client_credentials token's `sub` is the client id and a user's is the user's UUID, so a
+/// client id may not look like a UUID, in any of the forms a UUID parser takes.
+async fn uuid_shaped_client_ids_are_refused(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let user_id = str_field(&t.add_user("alice", &[]), "id").to_owned();
+    let before = t.snapshot();
+    for id in [
+        user_id.as_str(),
+        &user_id.to_uppercase(),
+        &user_id.replace('-', ""),
+        &format!("urn:uuid:{user_id}"),
+        "00000000-0000-0000-0000-000000000000",
+    ] {
+        let err = t.fail(["client", "add", id, "--grant", "client_credentials"], 1);
+        assert_eq!(
+            err,
+            format!(
+                "error: client id {id} looks like a UUID, which is how user ids look in a token's sub; choose another id\n"
+            )
+        );
+    }
+    assert_eq!(t.snapshot(), before);
+    // Ids that merely hold one are fine.
+    t.ok([
+        "client",
+        "add",
+        &format!("svc-{user_id}"),
+        "--grant",
+        "client_credentials",
+    ]);
 }
 
 async fn rotate_secret_gives_a_new_secret(backend: Backend) {
@@ -259,6 +310,7 @@ crate::both_backends!(
     add_confidential_client_json,
     add_text_output_shows_secret_once,
     public_client_has_no_secret,
+    uuid_shaped_client_ids_are_refused,
     rotate_secret_gives_a_new_secret,
     update_changes_only_what_is_given,
     delete_client,

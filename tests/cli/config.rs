@@ -140,6 +140,8 @@ async fn database_down_message_has_no_password(backend: Backend) {
         "postgres://postgres@127.0.0.1:1/x",
         "postgres://u:sekrit@127.0.0.1:1/x",
         "postgres://u:sekrit@127.0.0.1:1/x?sslmode=disable",
+        "postgres://u@127.0.0.1:1/x?password=sekrit",
+        "postgres://127.0.0.1:1/x?sslmode=disable&SslPassword=sekrit",
     ] {
         for args in [
             vec!["user", "list"],

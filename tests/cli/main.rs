@@ -23,8 +23,21 @@ use common::{Backend, TestDb};
 /// A password that meets the default policy (8 to 128 characters, not the username).
 pub const PASSWORD: &str = "correct horse battery";
 
-/// The OS user the audit log should name: every command runs with `USER=tester`.
-pub const ACTOR: &str = "cli:tester";
+/// The actor the audit log should name: the OS user the process runs as (`id -un`), although
+/// every command runs with `USER=tester`, which any caller could set.
+pub fn actor() -> String {
+    static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ACTOR
+        .get_or_init(|| {
+            let out = std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("id -un");
+            assert!(out.status.success(), "id -un: {out:?}");
+            format!("cli:{}", String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
 
 /// A fresh database and the `tessera` binary pointed at it.
 pub struct Tessera {
@@ -39,12 +52,13 @@ impl Tessera {
     }
 
     /// The environment every run gets: this test's database, cheap hashing, `USER=tester`;
-    /// `None` removes an inherited variable (`DATABASE_URL`, other `TESSERA__*`).
+    /// `None` removes an inherited variable (`DATABASE_URL`, other `TESSERA__*`,
+    /// `TESSERA_ACTOR`).
     pub fn env(&self) -> Vec<(OsString, Option<OsString>)> {
         let mut env: Vec<(OsString, Option<OsString>)> = std::env::vars_os()
             .filter(|(key, _)| {
                 let key = key.to_string_lossy();
-                key.starts_with("TESSERA__") || key == "LOGNAME"
+                key.starts_with("TESSERA__") || key == "LOGNAME" || key == "TESSERA_ACTOR"
             })
             .map(|(key, _)| (key, None))
             .collect();

@@ -8,7 +8,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::common::Backend;
-use crate::{ACTOR, PASSWORD, Tessera, array, str_field};
+use crate::{PASSWORD, Tessera, actor, array, str_field};
 
 async fn user_without_sessions(backend: Backend) {
     let t = Tessera::new(backend).await;
@@ -34,7 +34,7 @@ async fn user_without_sessions(backend: Backend) {
         .collect();
     assert_eq!(revokes.len(), 3, "{rows:?}");
     for row in &revokes {
-        assert_eq!(row["actor"], ACTOR);
+        assert_eq!(row["actor"], actor());
         assert_eq!(row["details"]["families_revoked"], 0);
     }
     assert_eq!(revokes[1]["user"], "alice");

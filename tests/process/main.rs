@@ -35,6 +35,11 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts the binary with `extra` settings on `db`, logging JSON at debug level to a file.
     fn start(db: &TestDb, extra: &[(&str, &str)]) -> Server {
+        Self::start_with_umask(db, extra, None)
+    }
+
+    /// [`Server::start`], the process running under `umask` when given.
+    fn start_with_umask(db: &TestDb, extra: &[(&str, &str)], umask: Option<&str>) -> Server {
         let port = free_port();
         let metrics_port = free_port();
         let mut env: Vec<(String, String)> = vec![
@@ -74,7 +79,15 @@ impl Server {
         };
         let log = db.path().join(format!("serve-{port}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let mut command = match umask {
+            None => Command::new(BIN),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("umask {mask} && exec \"$0\" \"$@\""), BIN]);
+                sh
+            }
+        };
+        let child = command
             .arg("serve")
             .current_dir(db.path())
             .env_remove("RUST_LOG")
@@ -114,12 +127,29 @@ impl Server {
         panic!("server did not come up: {}", self.logs());
     }
 
-    /// Runs the CLI against the same database and settings.
+    /// Runs the CLI against the same database and settings; it must succeed.
     fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run_cli(args, stdin, &[]);
+        assert!(
+            out.status.success(),
+            "tessera {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI against the same database and settings, `extra` settings over them.
+    fn run_cli(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> std::process::Output {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env_remove("DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -134,13 +164,7 @@ impl Server {
                 .expect("write");
         }
         drop(child.stdin.take());
-        let out = child.wait_with_output().expect("cli output");
-        assert!(
-            out.status.success(),
-            "tessera {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        child.wait_with_output().expect("cli output")
     }
 
     /// Seeds a role, user alice and a confidential client; returns the client secret.
@@ -466,10 +490,9 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(http.get(server.url("/healthz")).send().await.is_err());
 }
 
-/// HTTPS with a self-signed certificate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_tls_with_a_self_signed_certificate() {
-    let db = TestDb::new(Backend::Sqlite).await;
+/// `tessera serve` with HTTPS on a self-signed certificate for 127.0.0.1 written into the test's
+/// directory, up and answering; and a client that trusts that certificate.
+async fn start_tls(db: &TestDb) -> (Server, reqwest::Client) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
         .expect("cert");
     let cert_path = db.path().join("tls.crt");
@@ -477,7 +500,7 @@ async fn serves_tls_with_a_self_signed_certificate() {
     std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
     let mut server = Server::start(
-        &db,
+        db,
         &[
             (
                 "TESSERA__SERVER__TLS__CERT",
@@ -495,6 +518,14 @@ async fn serves_tls_with_a_self_signed_certificate() {
         .build()
         .expect("client");
     server.wait_ready(&https).await;
+    (server, https)
+}
+
+/// HTTPS with a self-signed certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_with_a_self_signed_certificate() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (server, https) = start_tls(&db).await;
     let jwks: Value = https
         .get(server.url("/.well-known/jwks.json"))
         .send()
@@ -825,4 +856,135 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
         contains(b"/.well-known/jwks.json"),
         "the span names its route"
     );
+}
+
+/// The SQLite database, its -wal and -shm files and the key file are readable by their owner
+/// alone, whatever the umask the server starts under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    for umask in ["0000", "0022"] {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut server =
+            Server::start_with_umask(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")], Some(umask));
+        server.wait_ready(&reqwest::Client::new()).await;
+        server.seed();
+        // While the server runs, SQLite keeps the write-ahead log and its index beside the file.
+        for file in [
+            "tessera.db",
+            "tessera.db-wal",
+            "tessera.db-shm",
+            "tessera.db.kek",
+        ] {
+            let mode = std::fs::metadata(db.path().join(file))
+                .unwrap_or_else(|e| panic!("umask {umask}: {file}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "umask {umask}: {file} is {:o}",
+                mode & 0o777
+            );
+        }
+        server.signal("-TERM");
+        assert!(server.wait_exit(Duration::from_secs(20)).success());
+    }
+}
+
+/// `tessera healthcheck` probes the listener the settings name: 0 and one line on stdout when
+/// it answers 200; 1 and one line on stderr when nothing listens or it is not ready.
+async fn healthcheck_probes_the_configured_listener(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut server = Server::start(&db, &[]);
+    server.wait_ready(&reqwest::Client::new()).await;
+    let port = server.port.to_string();
+    let check = |args: &[&str], extra: &[(&str, &str)]| {
+        let out = server.run_cli(args, None, extra);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let ready = format!("ok: http://127.0.0.1:{port}/readyz answered 200\n");
+    assert_eq!(
+        check(&["healthcheck"], &[]),
+        (Some(0), ready.clone(), String::new())
+    );
+    assert_eq!(
+        check(&["healthcheck", "--live"], &[]),
+        (
+            Some(0),
+            format!("ok: http://127.0.0.1:{port}/healthz answered 200\n"),
+            String::new()
+        )
+    );
+    // A wildcard bind is probed on loopback.
+    let wildcard = format!("0.0.0.0:{port}");
+    assert_eq!(
+        check(&["healthcheck"], &[("TESSERA__SERVER__BIND", &wildcard)]),
+        (Some(0), ready, String::new())
+    );
+
+    let nothing = format!("127.0.0.1:{}", free_port());
+    let (code, stdout, stderr) = check(&["healthcheck"], &[("TESSERA__SERVER__BIND", &nothing)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with(&format!("error: http://{nothing}/readyz: no answer"))
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+
+    if backend == Backend::Postgres {
+        // The database gone: not ready (1), still alive (0).
+        db.drop_database().await;
+        let (code, _, stderr) = check(&["healthcheck", "--timeout", "20s"], &[]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("/readyz answered 503") && stderr.contains("database unreachable"),
+            "{stderr}"
+        );
+        assert_eq!(check(&["healthcheck", "--live"], &[]).0, Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_the_configured_listener_sqlite() {
+    healthcheck_probes_the_configured_listener(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_the_configured_listener_postgres() {
+    healthcheck_probes_the_configured_listener(Backend::Postgres).await;
+}
+
+/// With `server.tls` set, the probe speaks HTTPS and trusts exactly the configured certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_speaks_tls_to_a_tls_listener() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (server, _https) = start_tls(&db).await;
+    let out = server.run_cli(&["healthcheck"], None, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "ok: https://127.0.0.1:{}/readyz answered 200\n",
+            server.port
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    // Another certificate than the one the server presents is refused.
+    let other = db.path().join("other.crt");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    std::fs::write(&other, cert.cert.pem()).expect("write cert");
+    let out = server.run_cli(
+        &["healthcheck"],
+        None,
+        &[("TESSERA__SERVER__TLS__CERT", other.to_str().expect("utf8"))],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not server.tls.cert"), "{stderr}");
 }
