@@ -414,7 +414,7 @@ impl Settings {
         if self.maintenance.gc_batch_size < 1 {
             return invalid("maintenance.gc_batch_size must be at least 1");
         }
-        const REGISTERED: [&str; 11] = [
+        const REGISTERED: [&str; 12] = [
             "iss",
             "sub",
             "aud",
@@ -425,6 +425,7 @@ impl Settings {
             "client_id",
             "scope",
             "preferred_username",
+            "sid",
             "",
         ];
         if REGISTERED.contains(&self.tokens.roles_claim.as_str()) {

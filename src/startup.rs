@@ -406,7 +406,8 @@ async fn maintenance_loop(
 /// `retire`, `revoke`, or another instance's rotation): woken by NOTIFY on Postgres, and on
 /// both backends by a one-row summary of the key table read every [`KEY_POLL`].
 async fn key_watch_loop(store: Store, keys: Arc<KeyRing>) {
-    let mut seen = store.key_change_marker().await.ok();
+    // None: the first look reloads, covering a change made while the ring was starting.
+    let mut seen = None;
     loop {
         tokio::select! {
             () = store.key_change_announced() => {}

@@ -110,6 +110,9 @@ pub enum VerifyError {
     Invalid(String),
 }
 
+/// Seconds within which every instance hears of a key change (NOTIFY, or a poll twice a second).
+pub const KEY_PROPAGATION: i64 = 2;
+
 /// The public keys a token may be signed by, by kid.
 #[derive(Default)]
 pub struct VerificationKeys {
@@ -196,8 +199,10 @@ impl VerificationKeys {
         if iat > ahead {
             return Err(VerifyError::Invalid("issued in the future".into()));
         }
+        // Another instance may sign with a key for up to KEY_PROPAGATION after it stopped
+        // signing elsewhere, whatever the configured leeway.
         if let Some(until) = self.signs_until.get(kid)
-            && iat > until.saturating_add(self.leeway)
+            && iat > until.saturating_add(self.leeway.max(KEY_PROPAGATION))
         {
             return Err(VerifyError::Invalid(
                 "issued after its key stopped signing".into(),
@@ -321,6 +326,15 @@ mod tests {
             Err(VerifyError::Invalid(
                 "issued after its key stopped signing".into()
             ))
+        );
+        // iat alone (no nbf) is held to the same leeway.
+        let mut future = claims(1_000);
+        future.as_object_mut().expect("object").remove("nbf");
+        let token = signer.sign(&future).expect("sign");
+        assert!(verify(&token, 995).is_ok());
+        assert_eq!(
+            verify(&token, 994),
+            Err(VerifyError::Invalid("issued in the future".into()))
         );
         let mut no_iat = claims(1_000);
         no_iat.as_object_mut().expect("object").remove("iat");

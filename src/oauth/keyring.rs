@@ -81,7 +81,7 @@ pub enum KeyError {
 pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
     let active = keys
         .iter()
-        .filter(|k| k.activates_at <= now && k.retired_at.is_none_or(|r| r > now))
+        .filter(|k| signs_at(k, now))
         .max_by_key(|k| k.generation)
         .map(|k| k.generation);
     keys.iter()
@@ -126,6 +126,12 @@ pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
         .collect()
 }
 
+/// Whether a key may sign at `now`: activated, not yet retired, never revoked (a revoked key's
+/// `retired_at` may still lie ahead on an instance whose clock is behind).
+fn signs_at(key: &StoredKey, now: i64) -> bool {
+    key.activates_at <= now && key.retired_at.is_none_or(|r| r > now) && key.revoked_at.is_none()
+}
+
 /// The JWKS document, serialized once per change.
 #[derive(Debug, Clone)]
 pub struct Jwks {
@@ -151,6 +157,9 @@ pub struct KeyRing {
     clock: Arc<dyn Clock>,
     policy: KeyPolicy,
     state: RwLock<Arc<KeySet>>,
+    /// One reload at a time: two overlapping ones (the periodic tick and the change watch)
+    /// could otherwise put an older read in place after a newer one.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl KeyRing {
@@ -175,6 +184,7 @@ impl KeyRing {
                 },
                 verification: Arc::new(VerificationKeys::default()),
             })),
+            reloading: tokio::sync::Mutex::new(()),
         });
         ring.tick().await?;
         Ok(ring)
@@ -198,7 +208,7 @@ impl KeyRing {
         let set = self.current();
         set.keys
             .iter()
-            .filter(|k| k.stored.activates_at <= now && k.stored.retired_at.is_none_or(|r| r > now))
+            .filter(|k| signs_at(&k.stored, now))
             .max_by_key(|k| k.stored.generation)
             .and_then(|k| k.signer.clone())
     }
@@ -229,6 +239,7 @@ impl KeyRing {
 
     /// Re-reads the keys; signers already parsed are kept.
     pub async fn reload(&self) -> Result<(), KeyError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let stored = self.store.list_keys().await?;
         let max_ttl = self.max_ttl().await?;
         let now = self.clock.now();
@@ -378,7 +389,7 @@ impl KeyRing {
     /// stops.
     pub async fn retire(&self, kid: &str, actor: &str) -> Result<(), KeyError> {
         let now = self.clock.now();
-        self.hand_over(kid, now, actor).await?;
+        self.hand_over(kid, now, now, actor).await?;
         let event = AuditEvent::new(now, actor, "key.retire", kid);
         self.store.retire_key(kid, now, &event).await?;
         self.reload().await
@@ -386,10 +397,12 @@ impl KeyRing {
 
     /// `tessera key revoke KID`, for a compromised key: it leaves the JWKS and verifies no
     /// token again, on every instance as soon as it hears of the change. Revoking the active
-    /// key hands signing to a successor first, as retiring does.
+    /// key hands signing to a successor first, as retiring does, activated a clock leeway in
+    /// the past so that an instance whose clock is behind has a key to sign with too.
     pub async fn revoke(&self, kid: &str, actor: &str) -> Result<(), KeyError> {
         let now = self.clock.now();
-        let info = self.hand_over(kid, now, actor).await?;
+        let successor_from = now.saturating_sub(self.policy.clock_leeway);
+        let info = self.hand_over(kid, now, successor_from, actor).await?;
         if info.revoked_at.is_some() {
             return Err(KeyError::AlreadyRevoked(kid.to_owned()));
         }
@@ -402,27 +415,47 @@ impl KeyRing {
         self.reload().await
     }
 
-    /// Before `kid` stops signing: when it is the active key, activates a successor at `now`
-    /// (the pending one if there is one, else a new key) so that signing never stops.
-    async fn hand_over(&self, kid: &str, now: i64, actor: &str) -> Result<KeyInfo, KeyError> {
+    /// Before `kid` stops signing: when it is the active key at `now`, makes a successor
+    /// active from `from` (the pending one if there is one, else a new key; if another
+    /// instance's rotation inserted that new key first, that one) so signing never stops.
+    async fn hand_over(
+        &self,
+        kid: &str,
+        now: i64,
+        from: i64,
+        actor: &str,
+    ) -> Result<KeyInfo, KeyError> {
         let keys = self.store.list_keys().await?;
-        let infos = describe(&keys, now, 0);
+        let infos = describe(&keys, now, self.max_ttl().await?);
         let info = infos
             .iter()
             .find(|k| k.kid == kid)
             .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?;
-        if info.state == KeyState::Active {
-            match infos
-                .iter()
-                .filter(|k| k.state == KeyState::Pending)
-                .max_by_key(|k| k.generation)
-            {
-                Some(pending) => self.store.activate_key_at(&pending.kid, now).await?,
-                None => {
-                    self.insert_next(&keys, now, actor).await?;
-                }
-            }
+        if info.state != KeyState::Active {
+            return Ok(info.clone());
         }
+        let pending = infos
+            .iter()
+            .filter(|k| k.state == KeyState::Pending)
+            .max_by_key(|k| k.generation)
+            .map(|k| k.kid.clone());
+        let successor = match pending {
+            Some(pending) => pending,
+            None => match self.insert_next(&keys, from, actor).await? {
+                Some(created) => created,
+                None => {
+                    // Lost the race for the generation: the winner's key takes over.
+                    let keys = self.store.list_keys().await?;
+                    keys.iter()
+                        .rfind(|k| k.revoked_at.is_none() && k.kid != kid)
+                        .map(|k| k.kid.clone())
+                        .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?
+                }
+            },
+        };
+        let event = AuditEvent::new(now, actor, "key.activate", &successor)
+            .details(json!({ "activates_at": from, "succeeds": kid }));
+        self.store.activate_key_at(&successor, from, &event).await?;
         Ok(info.clone())
     }
 }

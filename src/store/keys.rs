@@ -132,16 +132,26 @@ impl Store {
         Ok(())
     }
 
-    /// Brings a pending key's activation forward (`tessera key rotate --now`).
-    pub async fn activate_key_at(&self, kid: &str, at: i64) -> Result<(), StoreError> {
+    /// Brings a key's activation forward to `at` (a successor taking over from a retired or
+    /// revoked key); audited when it changed anything.
+    pub async fn activate_key_at(
+        &self,
+        kid: &str,
+        at: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE signing_keys SET activates_at = $1 WHERE kid = $2 AND activates_at > $1",
         )
         .bind(at)
         .bind(kid)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            audit::insert(&mut tx, std::slice::from_ref(event)).await?;
+        }
         self.announce_key_change(&mut tx, kid).await?;
         tx.commit().await?;
         Ok(())

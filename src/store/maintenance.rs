@@ -34,12 +34,16 @@ impl Store {
     /// Returns how many of each went; call until all are zero.
     pub async fn gc_batch(&self, cut: GcCutoffs, batch: i64) -> Result<GcReport, StoreError> {
         let now = cut.now;
+        // A revoked family is kept until the revoked cut-off whatever else ends it: introspection
+        // refuses its access tokens (their `sid`) only while its row says it was revoked.
         let expired_families = sqlx::query(
             "DELETE FROM refresh_families WHERE id IN \
-             (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)",
+             (SELECT id FROM refresh_families WHERE expires_at <= $1 \
+              AND (revoked_at IS NULL OR revoked_at <= $3) LIMIT $2)",
         )
         .bind(now)
         .bind(batch)
+        .bind(cut.revoked)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -72,12 +76,15 @@ impl Store {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             // Only numbered placeholders are generated; every id is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM refresh_families WHERE id IN ({})",
-                placeholders.join(", ")
+                "DELETE FROM refresh_families WHERE id IN ({}) \
+                 AND (revoked_at IS NULL OR revoked_at <= ${})",
+                placeholders.join(", "),
+                chunk.len() + 1
             )));
             for id in chunk {
                 query = query.bind(id);
             }
+            query = query.bind(cut.revoked);
             idle_families += query.execute(&self.pool).await?.rows_affected();
         }
         let denylist = sqlx::query(

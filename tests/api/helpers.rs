@@ -174,6 +174,19 @@ impl TestApp {
         )
     }
 
+    /// The audit rows of one action, newest first.
+    pub async fn audit_rows(&self, action: &str) -> Vec<tessera::store::AuditRow> {
+        self.admin
+            .store
+            .audit_query(&tessera::store::AuditFilter {
+                action: Some(action.into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+    }
+
     /// `/metrics` where this server serves it.
     pub fn metrics_url(&self) -> String {
         match self.metrics_port {

@@ -10,7 +10,6 @@ use tessera::clock::Clock;
 use tessera::crypto::jwt::JwtSigner;
 use tessera::crypto::keys::Kek;
 use tessera::startup::open_store;
-use tessera::store::AuditFilter;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, claims, spawn_app};
@@ -145,16 +144,7 @@ async fn key_changes_from_the_cli_reach_a_running_server(backend: Backend) {
     assert!(!ok && err.contains("already revoked"), "{err}");
     let (ok, _, err) = app.cli(&["key", "revoke", "no-such-kid"]).await;
     assert!(!ok && err.contains("no key"), "{err}");
-    let revocations = app
-        .admin
-        .store
-        .audit_query(&AuditFilter {
-            action: Some("key.revoke".into()),
-            limit: 100,
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit");
+    let revocations = app.audit_rows("key.revoke").await;
     assert_eq!(revocations.len(), 2);
 }
 
@@ -236,7 +226,33 @@ async fn a_retired_key_cannot_mint_new_tokens_and_clocks_may_differ_a_little(bac
     assert_eq!(introspect(&app, &client, &template).await["active"], true);
 }
 
+/// An instance whose clock is a little behind the operator's still stops signing with a key
+/// revoked "in its future", and has a successor to sign with at once.
+async fn a_revoked_key_stops_signing_on_an_instance_whose_clock_is_behind(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = seed_with_introspection(&app).await;
+    // Behind by 3 s, once the first key's activation is more than that in the past.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    app.clock.advance(-3);
+    let (_, k0) = signed_now(&app, &client).await;
+    cli_ok(&app, &["key", "revoke", &k0]).await;
+    let changed = Instant::now();
+    within_propagation(changed, "key revoke", || async {
+        (!kids(&app.jwks().await).contains(&k0)).then_some(())
+    })
+    .await;
+    let (token, kid) = signed_now(&app, &client).await;
+    assert_ne!(kid, k0, "the revoked key signed again");
+    assert_eq!(introspect(&app, &client, &token).await["active"], true);
+    let audit = app.audit_rows("key.activate").await;
+    assert!(
+        audit.is_empty() || audit[0].target == kid,
+        "a key brought forward is the one that signs: {audit:?}"
+    );
+}
+
 both_backends!(
     a_retired_key_cannot_mint_new_tokens_and_clocks_may_differ_a_little,
+    a_revoked_key_stops_signing_on_an_instance_whose_clock_is_behind,
     key_changes_from_the_cli_reach_a_running_server
 );

@@ -3,6 +3,7 @@
 //! revoked, whichever way that happened.
 
 use serde_json::Value;
+use tessera::clock::Clock;
 
 use crate::both_backends;
 use crate::helpers::{Backend, Client, TestApp, claims, spawn_app};
@@ -119,8 +120,55 @@ async fn tokens_without_a_family_have_no_sid(backend: Backend) {
     assert!(active(&app, &inspector, &token).await);
 }
 
+/// Clean-up keeps a revoked family as long as an access token issued with it can live, even
+/// when the family also expired or went idle meanwhile: deleting the row would make those
+/// tokens active again.
+async fn clean_up_keeps_a_revoked_family_while_its_access_tokens_live(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.tokens.refresh_absolute_ttl = std::time::Duration::from_secs(400);
+        s.tokens.refresh_idle_ttl = std::time::Duration::from_secs(300);
+        s.tokens.refresh_reuse_detection = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let client = seed_with_introspection(&app).await;
+    assert_eq!(app.settings.tokens.access_ttl.as_secs(), 600);
+    // Family A will end by its absolute lifetime (400 s), family B by going idle (300 s),
+    // each after its last access token was issued and the family revoked.
+    let (_, ra, _) = session(&app, &client).await;
+    app.clock.advance(200);
+    let rotated: Value = app.refresh(&client, &ra).await.json().await.expect("json");
+    let a1 = access_token_of(&rotated);
+    revoke(&app, &client, &[("token", &refresh_token_of(&rotated))]).await;
+    let (b0, rb, _) = session(&app, &client).await;
+    revoke(&app, &client, &[("token", &rb)]).await;
+    assert_eq!(introspect(&app, &client, &a1).await, inactive());
+    assert_eq!(introspect(&app, &client, &b0).await, inactive());
+
+    // Past A's absolute expiry and B's idle expiry, with both access tokens still live.
+    app.clock.advance(350);
+    assert!(claims(&a1)["exp"].as_i64() > Some(app.clock.now()));
+    assert!(claims(&b0)["exp"].as_i64() > Some(app.clock.now()));
+    app.admin.gc().await.expect("gc");
+    assert_eq!(
+        introspect(&app, &client, &a1).await,
+        inactive(),
+        "A stays revoked"
+    );
+    assert_eq!(
+        introspect(&app, &client, &b0).await,
+        inactive(),
+        "B stays revoked"
+    );
+
+    // Once no access token of theirs can live, they go.
+    app.clock.advance(600);
+    let report = serde_json::to_value(app.admin.gc().await.expect("gc")).expect("report");
+    assert!(report["refresh_families"].as_u64() >= Some(2), "{report}");
+}
+
 both_backends!(
     a_disabled_user_has_no_active_tokens,
     access_tokens_end_with_their_family,
+    clean_up_keeps_a_revoked_family_while_its_access_tokens_live,
     tokens_without_a_family_have_no_sid
 );
