@@ -30,6 +30,29 @@ pub struct Settings {
     pub log: LogSettings,
     pub telemetry: TelemetrySettings,
     pub metrics: MetricsSettings,
+    pub exceptions: ExceptionSettings,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionSettings {
+    /// A Sentry-protocol DSN (Sentry, self-hosted Sentry, GlitchTip, Bugsink) that unexpected
+    /// errors are reported to; empty: off, unless `SENTRY_DSN` is set.
+    pub dsn: Secret,
+    /// The environment events are tagged with (production, staging, ...).
+    pub environment: String,
+    /// The share of events sent, from 0.0 to 1.0.
+    pub sample_rate: f32,
+}
+
+impl fmt::Debug for ExceptionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExceptionSettings")
+            .field("dsn", &(!self.dsn.expose().is_empty()))
+            .field("environment", &self.environment)
+            .field("sample_rate", &self.sample_rate)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +361,12 @@ impl Settings {
             builder = builder.set_override("database.url", url.clone())?;
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
+        // The Sentry SDKs' own variable, for a DSN not configured the Tessera way.
+        if settings.exceptions.dsn.expose().is_empty()
+            && let Some((_, dsn)) = env.iter().find(|(k, _)| k == "SENTRY_DSN")
+        {
+            settings.exceptions.dsn = Secret::new(dsn.clone());
+        }
         settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
@@ -411,6 +440,9 @@ impl Settings {
                 "security.max_failures must be at least 1 and security.max_backoff at least 2s",
             );
         }
+        if !(0.0..=1.0).contains(&self.exceptions.sample_rate) {
+            return invalid("exceptions.sample_rate must be between 0.0 and 1.0");
+        }
         if self.maintenance.gc_batch_size < 1 {
             return invalid("maintenance.gc_batch_size must be at least 1");
         }
@@ -463,9 +495,34 @@ pub fn redact_url(url: &str) -> String {
         },
         None => (String::new(), url),
     };
-    match tail.split_once('?') {
+    let redacted = match tail.split_once('?') {
         Some((path, query)) => format!("{head}{path}?{}", redact_query(query)),
         None => format!("{head}{tail}"),
+    };
+    hide_password_pairs(&redacted)
+}
+
+/// Fails closed: a `password=value` pair left anywhere (after an `@` the parse above took for
+/// the end of the user info, or in a libpq `key=value` string) has its value hidden.
+fn hide_password_pairs(text: &str) -> String {
+    static PAIR: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?i)((?:^|[?&;\s])[a-z0-9_%]*password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)",
+        )
+        .ok()
+    });
+    match PAIR.as_ref() {
+        Some(pair) => pair
+            .replace_all(text, |c: &regex::Captures<'_>| {
+                if &c[2] == "***" {
+                    c[0].to_owned()
+                } else {
+                    format!("{}***", &c[1])
+                }
+            })
+            .into_owned(),
+        // The pattern is a constant that compiles; were it not to, hide everything.
+        None => "***".to_owned(),
     }
 }
 
@@ -656,6 +713,26 @@ mod tests {
             redact_url("sqlite://t.db?password=x"),
             "sqlite://t.db?password=***"
         );
+        // An `@` in the query (Azure's user@server form) or a libpq key=value string.
+        for (url, secret) in [
+            (
+                "postgresql://db.invalid:5432/tessera?user=app@myserver&password=hunter2",
+                "hunter2",
+            ),
+            (
+                "postgres://db.invalid/x?password=hunter3&application_name=tessera@host1",
+                "hunter3",
+            ),
+            (
+                "host=db.invalid user=app password=hunter4 dbname=x",
+                "hunter4",
+            ),
+            ("host=db user=app password='hunter 5' dbname=x", "hunter 5"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} became {shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
         assert_eq!(
             redact_url("postgres://db/x?passwords_file=/p&password"),
             "postgres://db/x?passwords_file=/p&password"

@@ -45,9 +45,7 @@ fn validate_client_id(id: &str) -> Result<(), AdminError> {
             "client ids are 1 to 128 characters of A-Z a-z 0-9 _ - . : @".into(),
         ));
     }
-    // A client_credentials token's `sub` is the client id, a user's is the user's UUID: a
-    // UUID-shaped client id could name a user to a resource server (RFC 9068 §5, RFC 9700 §4.15).
-    if uuid::Uuid::try_parse(id).is_ok() {
+    if crate::oauth::client_credentials::looks_like_a_user_id(id) {
         return Err(AdminError::Invalid(format!(
             "client id {id} looks like a UUID, which is how user ids look in a token's sub; choose another id"
         )));

@@ -22,12 +22,42 @@ pub fn actor(name: Option<&str>) -> Result<String, UsageError> {
 
 fn validate(name: &str) -> Result<(), UsageError> {
     let chars = name.chars().count();
-    if name.trim().is_empty() || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if name.trim().is_empty() || chars > MAX_NAME_CHARS || name.chars().any(invisible) {
         return Err(UsageError(format!(
-            "--actor (or TESSERA_ACTOR) must be 1 to {MAX_NAME_CHARS} characters, not blank, without control characters"
+            "--actor (or TESSERA_ACTOR) must be 1 to {MAX_NAME_CHARS} characters, not blank, without control or format characters"
         )));
     }
     Ok(())
+}
+
+/// Control characters, and the format and separator ones (Unicode Cf, Zl, Zp) that can reorder
+/// or hide text when `tessera audit` prints it.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
 }
 
 /// The name of the process's effective user from the user database; where it has none (a
@@ -71,6 +101,9 @@ mod tests {
             "a\nb",
             "tab\there",
             "esc\u{1b}[31m",
+            "ops\u{202e}x",
+            "line\u{2028}sep",
+            "zero\u{200b}width",
             &"x".repeat(65),
         ] {
             assert!(actor(Some(bad)).is_err(), "{bad:?}");

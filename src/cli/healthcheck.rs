@@ -66,6 +66,9 @@ fn probe(
             .context("timed out")
     };
     let tcp = TcpStream::connect_timeout(&addr, remaining()?)?;
+    // Before anything is sent: a TLS handshake reads too, from a peer that may never answer.
+    tcp.set_read_timeout(Some(remaining()?))?;
+    tcp.set_write_timeout(Some(remaining()?))?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: tessera-healthcheck\r\n\r\n"
     );

@@ -26,10 +26,17 @@ pub enum KeyCommand {
         now: bool,
     },
     /// Stop a key signing now; it stays published until its tokens expire.
-    Retire { kid: String },
+    Retire {
+        /// Key ids are base64url and may begin with '-'.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// For a compromised key: unpublish it now, never sign with it again, and make every
     /// token it signed fail introspection. Revoking the active key activates a successor.
-    Revoke { kid: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
@@ -121,4 +128,19 @@ async fn ring(admin: &Admin) -> anyhow::Result<Arc<KeyRing>> {
         startup::key_policy(&admin.settings),
     )
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn a_kid_may_begin_with_a_hyphen() {
+        for verb in ["retire", "revoke"] {
+            let cli = Cli::try_parse_from(["tessera", "key", verb, "-iXk3"]).expect("parses");
+            assert!(matches!(cli.command, Command::Key(_)), "{verb}");
+        }
+    }
 }

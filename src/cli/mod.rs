@@ -147,10 +147,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.log.format,
         Some(settings.telemetry.otlp_endpoint.as_str()),
     )?;
+    let exceptions = crate::telemetry::exceptions::init(&settings)?;
     let app = startup::Application::build(settings, Arc::new(SystemClock)).await?;
     let result = app.run_until_stopped().await;
     tracing::info!("tessera stopped");
     telemetry.shutdown();
+    // Sends what is still queued, for at most a couple of seconds.
+    drop(exceptions);
     result
 }
 

@@ -41,14 +41,18 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let err = &self.0;
         if let OAuthError::Server(source) = err {
-            let mut chain = source.to_string();
+            let mut causes = vec![source.to_string()];
             let mut cause = source.source();
             while let Some(c) = cause {
-                chain.push_str(": ");
-                chain.push_str(&c.to_string());
+                causes.push(c.to_string());
                 cause = c.source();
             }
-            tracing::error!(error = %chain, "request failed");
+            // `causes` lets the exception tracker list the chain link by link.
+            tracing::error!(
+                error = %causes.join(": "),
+                causes = %serde_json::Value::from(causes),
+                "request failed"
+            );
         }
         let mut response = HttpResponse::build(self.status_code());
         response

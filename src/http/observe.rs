@@ -154,6 +154,7 @@ pub async fn observe(
         route = %route,
         request_id = %id,
         trace_id = %trace_id,
+        client_id = tracing::field::Empty,
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );

@@ -79,19 +79,13 @@ pub enum KeyError {
 /// Derives every key's state at `now`. `keys` is in generation order; `max_ttl` is the longest
 /// access-token lifetime any client can get.
 pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
-    let active = keys
-        .iter()
-        .filter(|k| signs_at(k, now))
-        .max_by_key(|k| k.generation)
-        .map(|k| k.generation);
+    let active = active_at(keys.iter(), now).map(|k| k.generation);
     keys.iter()
         .map(|k| {
             // A key stops signing when it is retired or when a newer generation activates.
             let superseded = keys
                 .iter()
-                .filter(|n| {
-                    n.generation > k.generation && n.retired_at.is_none_or(|r| r > n.activates_at)
-                })
+                .filter(|n| n.generation > k.generation && ever_signs(n))
                 .map(|n| n.activates_at)
                 .min();
             let retires_at = match (k.retired_at, superseded) {
@@ -106,7 +100,7 @@ pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
                 KeyState::Revoked
             } else if Some(k.generation) == active {
                 KeyState::Active
-            } else if k.activates_at > now {
+            } else if k.activates_at > now && ever_signs(k) {
                 KeyState::Pending
             } else {
                 KeyState::Retired
@@ -126,10 +120,19 @@ pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
         .collect()
 }
 
-/// Whether a key may sign at `now`: activated, not yet retired, never revoked (a revoked key's
-/// `retired_at` may still lie ahead on an instance whose clock is behind).
-fn signs_at(key: &StoredKey, now: i64) -> bool {
-    key.activates_at <= now && key.retired_at.is_none_or(|r| r > now) && key.revoked_at.is_none()
+/// Whether a key signs at all: not retired (or revoked) before it activated.
+fn ever_signs(key: &StoredKey) -> bool {
+    key.retired_at.is_none_or(|r| r > key.activates_at)
+}
+
+/// The key that signs at `now`: the newest generation that has activated (a newer one
+/// supersedes it for good, even once retired or revoked itself), unless that one is retired or
+/// revoked by now; then none, until a successor activates (retiring and revoking make one).
+/// A revoked key never signs again, even where `retired_at` still lies ahead (a clock behind).
+fn active_at<'a>(keys: impl Iterator<Item = &'a StoredKey>, now: i64) -> Option<&'a StoredKey> {
+    keys.filter(|k| k.activates_at <= now && ever_signs(k))
+        .max_by_key(|k| k.generation)
+        .filter(|k| k.retired_at.is_none_or(|r| r > now) && k.revoked_at.is_none())
 }
 
 /// The JWKS document, serialized once per change.
@@ -206,10 +209,10 @@ impl KeyRing {
     /// The key that signs at `now`.
     pub fn active_signer(&self, now: i64) -> Option<Arc<JwtSigner>> {
         let set = self.current();
+        let active = active_at(set.keys.iter().map(|k| &k.stored), now)?;
         set.keys
             .iter()
-            .filter(|k| signs_at(&k.stored, now))
-            .max_by_key(|k| k.stored.generation)
+            .find(|k| k.stored.kid == active.kid)
             .and_then(|k| k.signer.clone())
     }
 
@@ -308,8 +311,11 @@ impl KeyRing {
         let now = self.clock.now();
         let infos = describe(&keys, now, 0);
         let has_active = infos.iter().any(|k| k.state == KeyState::Active);
-        // A revoked key will never sign: the schedule follows the newest one that may.
-        let newest = keys.iter().rfind(|k| k.revoked_at.is_none());
+        // A revoked key, or one retired before it activated, will never sign: the schedule
+        // follows the newest one that may.
+        let newest = keys
+            .iter()
+            .rfind(|k| k.revoked_at.is_none() && ever_signs(k));
         let due = match newest {
             None => Some(now),
             Some(_) if !has_active => Some(now),
@@ -447,7 +453,11 @@ impl KeyRing {
                     // Lost the race for the generation: the winner's key takes over.
                     let keys = self.store.list_keys().await?;
                     keys.iter()
-                        .rfind(|k| k.revoked_at.is_none() && k.kid != kid)
+                        .rfind(|k| {
+                            k.generation > info.generation
+                                && k.revoked_at.is_none()
+                                && ever_signs(k)
+                        })
                         .map(|k| k.kid.clone())
                         .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?
                 }
@@ -510,6 +520,24 @@ mod tests {
                 .count();
             assert_eq!(active, 1, "at {now}");
         }
+    }
+
+    #[test]
+    fn a_superseded_key_never_signs_again() {
+        use KeyState::*;
+        // k2 superseded k1, then was revoked; k3 was retired while still pending.
+        let mut k2 = key(2, 100, Some(500));
+        k2.revoked_at = Some(500);
+        let keys = vec![key(1, 0, None), k2, key(3, 1000, Some(400))];
+        let at = |now| states(&keys, now);
+        assert_eq!(at(600), vec![Retired, Revoked, Retired], "no key signs");
+        assert!(active_at(keys.iter(), 600).is_none());
+        assert!(active_at(keys.iter(), 2000).is_none(), "k3 never activates");
+        assert!(
+            active_at(keys.iter(), 300).is_none(),
+            "revoked: not even where the clock is behind"
+        );
+        assert_eq!(active_at(keys.iter(), 50).map(|k| k.generation), Some(1));
     }
 
     #[test]

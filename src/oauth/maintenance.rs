@@ -25,6 +25,9 @@ pub struct CleanupPolicy {
     /// Throttle counters idle this long are forgotten.
     pub throttle_idle: i64,
     pub access_ttl: i64,
+    /// Clock skew allowed between instances: a token minted by one whose clock runs ahead
+    /// lives that much longer than this instance reckons.
+    pub clock_leeway: i64,
     pub batch: i64,
 }
 
@@ -45,7 +48,12 @@ pub async fn collect_garbage(
     let cut = GcCutoffs {
         now,
         audit: now.saturating_sub(policy.audit_retention),
-        revoked: now.saturating_sub(policy.revoked_family_retention.max(max_ttl)),
+        revoked: now.saturating_sub(
+            policy
+                .revoked_family_retention
+                .max(max_ttl)
+                .saturating_add(policy.clock_leeway.max(crate::crypto::jwt::KEY_PROPAGATION)),
+        ),
     };
     store
         .prepare_audit_partitions(now, AUDIT_DAYS_AHEAD)
@@ -91,6 +99,7 @@ impl CleanupPolicy {
                 .max(secs(s.tokens.access_ttl)),
             throttle_idle: secs(s.security.max_backoff).max(3600),
             access_ttl: secs(s.tokens.access_ttl),
+            clock_leeway: secs(s.tokens.clock_leeway),
             batch: s.maintenance.gc_batch_size,
         }
     }

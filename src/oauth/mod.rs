@@ -4,7 +4,7 @@
 
 mod audit_limit;
 mod client_auth;
-mod client_credentials;
+pub mod client_credentials;
 mod error;
 mod introspection;
 mod issue;

@@ -28,13 +28,26 @@ pub(super) fn create_private(url: &str) -> Result<(), StoreError> {
     let Some(path) = path_of(url) else {
         return Ok(());
     };
-    match create_new_private(&path) {
+    // A symlink to a file not there yet (O_EXCL refuses to follow it): create its target.
+    let target = match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() && !path.exists() => {
+            match std::fs::read_link(&path) {
+                Ok(link) => path.parent().map_or(link.clone(), |dir| dir.join(link)),
+                Err(error) => return Err(StoreError::File { path, error }),
+            }
+        }
+        _ => path,
+    };
+    match create_new_private(&target) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            warn_if_shared(&path);
+            warn_if_shared(&target);
             Ok(())
         }
-        Err(error) => Err(StoreError::File { path, error }),
+        Err(error) => Err(StoreError::File {
+            path: target,
+            error,
+        }),
     }
 }
 

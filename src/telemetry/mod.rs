@@ -1,6 +1,8 @@
 //! Logging and tracing: a tracing subscriber writing JSON (production) or pretty lines (a
-//! terminal), and, when `telemetry.otlp_endpoint` is set, span export over OTLP/HTTP.
+//! terminal), and, when `telemetry.otlp_endpoint` is set, span export over OTLP/HTTP; error
+//! events go to the exception tracker when one is configured ([`exceptions`]).
 
+pub mod exceptions;
 pub mod metrics;
 
 use std::io::IsTerminal;
@@ -92,6 +94,7 @@ pub fn init(
         .with(filter)
         .with(fmt)
         .with(otel)
+        .with(exceptions::ExceptionLayer)
         .try_init();
     Ok(Telemetry { provider })
 }

@@ -542,6 +542,33 @@ async fn client_secret_basic_form_encodes_id_and_secret(backend: Backend) {
 /// A public client authenticates by `client_id` alone. It may not use the password grant
 /// (RFC 9700 §2.4): the admin layer refuses to register one that does, and the token endpoint
 /// refuses one that an older database still holds.
+/// A UUID-shaped client id, which registration refuses, held by an older database: its
+/// client_credentials tokens would carry a `sub` that looks like a user's, so it gets none.
+async fn a_uuid_shaped_client_id_gets_no_client_credentials_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let service = app
+        .add_client("service", &["client_credentials"], &["read"])
+        .await;
+    let uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+    execute(
+        &app,
+        &format!("UPDATE clients SET client_id = '{uuid}' WHERE client_id = 'service'"),
+    )
+    .await;
+    let renamed = crate::helpers::Client {
+        id: uuid.into(),
+        secret: service.secret.clone(),
+    };
+    expect_error(
+        app.token(Some(&renamed), &[("grant_type", "client_credentials")])
+            .await,
+        400,
+        "unauthorized_client",
+        "client_credentials for a UUID-shaped client id",
+    )
+    .await;
+}
+
 async fn public_clients_authenticate_by_id_alone(backend: Backend) {
     let app = spawn_app(backend).await;
     let confidential = app.seed().await;
@@ -943,6 +970,7 @@ both_backends!(
     conflicting_client_credentials_are_invalid_requests,
     client_secret_post_authenticates,
     client_secret_basic_form_encodes_id_and_secret,
+    a_uuid_shaped_client_id_gets_no_client_credentials_token,
     public_clients_authenticate_by_id_alone,
     unregistered_grant_is_unauthorized_client,
     scope_errors_are_invalid_scope,

@@ -15,6 +15,10 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 const PASSWORD: &str = "Unmistakable-Pa55phrase-7Q";
+/// The key-encryption key every server here runs with.
+const KEK: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+mod exceptions;
 
 struct Server {
     child: Child,
@@ -53,10 +57,7 @@ impl Server {
                 format!("http://127.0.0.1:{port}"),
             ),
             ("TESSERA__DATABASE__URL".into(), db.url.clone()),
-            (
-                "TESSERA__KEYS__ENCRYPTION_KEY".into(),
-                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
-            ),
+            ("TESSERA__KEYS__ENCRYPTION_KEY".into(), KEK.into()),
             ("TESSERA__LOG__FORMAT".into(), "json".into()),
             ("TESSERA__LOG__LEVEL".into(), "debug".into()),
             (
@@ -165,6 +166,27 @@ impl Server {
         }
         drop(child.stdin.take());
         child.wait_with_output().expect("cli output")
+    }
+
+    /// alice's password grant through client `gw`, with `extra` form fields.
+    async fn login(
+        &self,
+        http: &reqwest::Client,
+        secret: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ];
+        form.extend_from_slice(extra);
+        http.post(self.url("/oauth/token"))
+            .basic_auth("gw", Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .expect("answer")
     }
 
     /// Seeds a role, user alice and a confidential client; returns the client secret.
@@ -890,6 +912,22 @@ async fn sqlite_files_are_private_whatever_the_umask() {
         server.signal("-TERM");
         assert!(server.wait_exit(Duration::from_secs(20)).success());
     }
+    // The database path a symlink to a file not created yet: the target is created private.
+    let db = TestDb::new(Backend::Sqlite).await;
+    std::os::unix::fs::symlink("real.db", db.path().join("tessera.db")).expect("symlink");
+    let mut server =
+        Server::start_with_umask(&db, &[("TESSERA__KEYS__ENCRYPTION_KEY", "")], Some("0022"));
+    server.wait_ready(&reqwest::Client::new()).await;
+    server.seed();
+    for file in ["real.db", "real.db-wal", "real.db-shm"] {
+        let mode = std::fs::metadata(db.path().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} is {:o}", mode & 0o777);
+    }
+    server.signal("-TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
 }
 
 /// `tessera healthcheck` probes the listener the settings name: 0 and one line on stdout when

@@ -356,7 +356,11 @@ def _():
 
 @check("requests: revoking an access token turns introspection to active=false")
 def _():
-    access = state["refreshed"]["access_token"]
+    # The refreshed access token of the session revoked above is already inactive (its family
+    # was revoked, RFC 7009 §2.1): a fresh login's.
+    eq(introspect(state["refreshed"]["access_token"]).get("active"), False,
+       "an access token of a revoked refresh token's family")
+    access = login(session(GW))["access_token"]
     eq(introspect(access).get("active"), True, "active before revocation")
     revoke(access, hint="access_token", how="post")
     info = introspect(access)
@@ -396,7 +400,7 @@ def _():
     )
 
 
-@check("authlib: refresh may not widen scope or cross clients (RFC 6749 §6), token survives")
+@check("authlib: refresh may not widen scope (RFC 6749 §6); another client's presentation ends the session")
 def _():
     s = session(GW, scope="read")
     login(s)
@@ -405,16 +409,20 @@ def _():
         "invalid_scope",
         "refresh asking for more than was granted",
     )
+    # The refused widening consumed nothing.
+    new = s.refresh_token(META["token_endpoint"])
+    eq(new.get("scope"), "read", "scope after refresh")
+    eq(verify(new["access_token"])["client_id"], "gw", "client_id after refresh")
     other = session(GW2)
     eq(
         oauth_error(lambda: other.refresh_token(META["token_endpoint"], refresh_token=s.token["refresh_token"])),
         "invalid_grant",
         "gw2 presenting gw's refresh token",
     )
-    # Neither refused attempt consumed or revoked gw's token.
-    new = s.refresh_token(META["token_endpoint"])
-    eq(new.get("scope"), "read", "scope after refresh")
-    eq(verify(new["access_token"])["client_id"], "gw", "client_id after refresh")
+    # Taken for stolen (RFC 9700 §4.14.2): gw's session is revoked, its access token with it.
+    eq(oauth_error(lambda: s.refresh_token(META["token_endpoint"])), "invalid_grant",
+       "gw's refresh after gw2 presented it")
+    eq(introspect(new["access_token"]).get("active"), False, "gw's access token after the theft")
 
 
 @check("requests: token endpoint errors: unsupported_grant_type, invalid_request")
