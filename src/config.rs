@@ -416,6 +416,19 @@ impl Settings {
         if self.server.request_timeout.is_zero() {
             return invalid("server.request_timeout must be more than 0");
         }
+        // sqlx reads `password` alone; any other password-like parameter it does not know, it
+        // logs with its value as it connects.
+        if let Some((_, query)) = self.database.url.expose().split_once('?')
+            && query
+                .split('&')
+                .filter_map(|pair| pair.split_once('=').map(|(key, _)| key))
+                .any(|key| is_password_key(key) && key != "password")
+        {
+            return invalid(
+                "database.url: the only password parameter understood is `password` (lower case); \
+                 sslpassword and other spellings are not supported",
+            );
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
@@ -493,7 +506,12 @@ pub fn redact_url(url: &str) -> String {
             }
             None => (format!("{scheme}://"), rest),
         },
-        None => (String::new(), url),
+        // No `scheme://` (a typo such as `postgres:/u:p@h`): whatever precedes an `@` may be
+        // user info.
+        None => match url.rsplit_once('@') {
+            Some((_, host)) => ("***@".to_owned(), host),
+            None => (String::new(), url),
+        },
     };
     let redacted = match tail.split_once('?') {
         Some((path, query)) => format!("{head}{path}?{}", redact_query(query)),
@@ -728,6 +746,8 @@ mod tests {
                 "hunter4",
             ),
             ("host=db user=app password='hunter 5' dbname=x", "hunter 5"),
+            ("postgres:/app:hunter6@db/x", "hunter6"),
+            ("postgresql:app:hunter7@db/x", "hunter7"),
         ] {
             let shown = redact_url(url);
             assert!(!shown.contains(secret), "{url} became {shown}");

@@ -152,8 +152,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let result = app.run_until_stopped().await;
     tracing::info!("tessera stopped");
     telemetry.shutdown();
-    // Sends what is still queued, for at most a couple of seconds.
-    drop(exceptions);
+    // Sends what is still queued, waiting a few seconds at most.
+    crate::telemetry::exceptions::shut_down(exceptions);
     result
 }
 

@@ -100,7 +100,9 @@ pub fn describe(keys: &[StoredKey], now: i64, max_ttl: i64) -> Vec<KeyInfo> {
                 KeyState::Revoked
             } else if Some(k.generation) == active {
                 KeyState::Active
-            } else if k.activates_at > now && ever_signs(k) {
+            } else if k.activates_at > now && retires_at.is_none_or(|r| r > k.activates_at) {
+                // Pending only if it will sign: not retired, nor superseded by a newer key,
+                // before it activates.
                 KeyState::Pending
             } else {
                 KeyState::Retired
@@ -440,9 +442,10 @@ impl KeyRing {
         if info.state != KeyState::Active {
             return Ok(info.clone());
         }
+        // Only a newer generation can take over: `active_at` never goes back to an older one.
         let pending = infos
             .iter()
-            .filter(|k| k.state == KeyState::Pending)
+            .filter(|k| k.state == KeyState::Pending && k.generation > info.generation)
             .max_by_key(|k| k.generation)
             .map(|k| k.kid.clone());
         let successor = match pending {
@@ -538,6 +541,15 @@ mod tests {
             "revoked: not even where the clock is behind"
         );
         assert_eq!(active_at(keys.iter(), 50).map(|k| k.generation), Some(1));
+    }
+
+    #[test]
+    fn a_pending_key_superseded_before_it_activates_is_not_pending() {
+        use KeyState::*;
+        // k2 was published to activate at 3700; k3 was made to sign at once at 200.
+        let keys = vec![key(1, 0, None), key(2, 3700, None), key(3, 200, None)];
+        assert_eq!(states(&keys, 300), vec![Retired, Retired, Active]);
+        assert_eq!(active_at(keys.iter(), 4000).map(|k| k.generation), Some(3));
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub async fn collect_garbage(
             policy
                 .revoked_family_retention
                 .max(max_ttl)
-                .saturating_add(policy.clock_leeway.max(crate::crypto::jwt::KEY_PROPAGATION)),
+                // Twice: the instance deleting and the one that revoked may each be ahead.
+                .saturating_add(2 * policy.clock_leeway.max(crate::crypto::jwt::KEY_PROPAGATION)),
         ),
     };
     store

@@ -27,6 +27,8 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 const QUEUE: usize = 64;
 /// The longest one send may take: shutdown waits for the send under way, so this bounds it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest shutdown waits for the tracker, all told.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 #[error("exceptions: {0}")]
@@ -61,6 +63,12 @@ pub fn init(settings: &Settings) -> Result<Option<Reporter>, ExceptionsError> {
         .send_default_pii(false)
         .shutdown_timeout(FLUSH_DEADLINE)
         .transport_channel_capacity(QUEUE)
+        // The defaults less sentry's panic hook, which blocks the panicking thread until the
+        // queue is flushed; `report_panics` only queues.
+        .default_integrations(false)
+        .add_integration(sentry::integrations::backtrace::AttachStacktraceIntegration)
+        .add_integration(sentry::integrations::contexts::ContextIntegration::default())
+        .add_integration(sentry::integrations::backtrace::ProcessStacktraceIntegration)
         .before_send(move |event| Some(scrub_event(event, &secrets)));
     options.dsn = Some(dsn);
     options.transport = Some(Arc::new(
@@ -78,8 +86,44 @@ pub fn init(settings: &Settings) -> Result<Option<Reporter>, ExceptionsError> {
     ));
     let guard = sentry::init(options);
     ENABLED.store(true, Ordering::Relaxed);
+    report_panics();
     tracing::info!("reporting unexpected errors to the configured exception tracker");
     Ok(Some(Reporter { _guard: guard }))
+}
+
+/// Queues an event for every panic (while reporting is on), then lets the previous hook print it.
+fn report_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if ENABLED.load(Ordering::Relaxed) {
+                let event = sentry::integrations::panic::PanicIntegration::new()
+                    .event_from_panic_info(info);
+                sentry::capture_event(event);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Sends what is still queued and stops, waiting at most [`SHUTDOWN_DEADLINE`] whatever the
+/// tracker (or the resolver of its host name) does.
+pub fn shut_down(reporter: Option<Reporter>) {
+    let Some(reporter) = reporter else {
+        return;
+    };
+    ENABLED.store(false, Ordering::Relaxed);
+    let (done, finished) = std::sync::mpsc::channel();
+    let closing = std::thread::Builder::new()
+        .name("exceptions-flush".into())
+        .spawn(move || {
+            drop(reporter);
+            let _ = done.send(());
+        });
+    if closing.is_ok() && finished.recv_timeout(SHUTDOWN_DEADLINE).is_err() {
+        tracing::warn!("the exception tracker did not take the last events in time; left behind");
+    }
 }
 
 /// A transport that sends nothing.
@@ -100,6 +144,15 @@ fn known_secrets(settings: &Settings) -> Vec<String> {
     {
         secrets.push(password.to_owned());
     }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((key, value)) = pair.split_once('=')
+                && key.eq_ignore_ascii_case("password")
+            {
+                secrets.push(value.to_owned());
+            }
+        }
+    }
     secrets.retain(|s| s.len() >= 4);
     secrets
 }
@@ -108,8 +161,8 @@ fn known_secrets(settings: &Settings) -> Vec<String> {
 pub fn scrub(text: &str, known: &[String]) -> String {
     static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         [
-            // Tessera's own refresh tokens and client secrets.
-            (r"\b(ts[rc])_[A-Za-z0-9_\-]+", "${1}_[redacted]"),
+            // Tessera's own refresh tokens and client secrets, wherever they start.
+            (r"(ts[rc])_[A-Za-z0-9_\-]+", "${1}_[redacted]"),
             // JWTs (access tokens, and anything else signed).
             (
                 r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*",
@@ -121,7 +174,7 @@ pub fn scrub(text: &str, known: &[String]) -> String {
             (r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=\-]+", "$1 [redacted]"),
             // key=value and "key": "value" pairs whose key names a secret.
             (
-                r#"(?i)\b([a-z_]*(?:password|passwd|secret|token|code|authorization|cookie|encryption_key|dsn)[a-z_]*["']?\s*[=:]\s*["']?)[^\s&"',;]+"#,
+                r#"(?i)\b([a-z_]*(?:password|passwd|secret|token|code|authorization|cookie|encryption_key|dsn)[a-z_]*\\?["']?\s*[=:]\s*)(\\?"[^"\\]*(?:\\.[^"\\]*)*\\?"|'[^']*'|[^\s&"',;]+)"#,
                 "${1}[redacted]",
             ),
         ]
@@ -129,7 +182,14 @@ pub fn scrub(text: &str, known: &[String]) -> String {
         .filter_map(|(pattern, with)| Regex::new(pattern).ok().map(|r| (r, with)))
         .collect()
     });
-    let mut out = text.to_owned();
+    // Percent-encoded text (a form body, a query string) is read decoded.
+    let mut out = if text.contains('%') {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    } else {
+        text.to_owned()
+    };
     for secret in known {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "[redacted]");
@@ -406,9 +466,16 @@ mod tests {
             ("password=correct-horse&x=1", "password=[redacted]"),
             (
                 r#"{"client_secret": "s3cr3t"}"#,
-                r#""client_secret": "[redacted]"#,
+                r#""client_secret": [redacted]"#,
             ),
             ("kek is the-kek-value", "kek is [redacted]"),
+            (
+                r#""password": "correct horse battery""#,
+                r#""password": [redacted]"#,
+            ),
+            (r#"{\"password\":\"hunter2\"}"#, "[redacted]"),
+            ("field%3Dtsr_AbC-123", "field=tsr_[redacted]"),
+            ("client%5Fsecret=s3cr3t", "client_secret=[redacted]"),
         ];
         for (input, expected) in cases {
             let out = scrub(input, &known);

@@ -295,9 +295,39 @@ async fn revoking_hands_over_to_a_new_key_when_no_other_may_sign(backend: Backen
     assert_eq!(active[0]["kid"], k4.as_str());
 }
 
+/// A key published ahead, then another made to sign at once: revoking that one may not fall
+/// back on the older pending key (it can never sign again); a new key takes over.
+async fn revoking_after_rotate_now_over_a_pending_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = seed_with_introspection(&app).await;
+    let (_, k1) = signed_now(&app, &client).await;
+    cli_ok(&app, &["key", "rotate"]).await;
+    cli_ok(&app, &["key", "rotate", "--now"]).await;
+    let k3 = within_propagation(Instant::now(), "rotate --now", || async {
+        let (_, kid) = signed_now(&app, &client).await;
+        (kid != k1).then_some(kid)
+    })
+    .await;
+    cli_ok(&app, &["key", "revoke", &k3]).await;
+    let (token, k4) = within_propagation(Instant::now(), "key revoke", || async {
+        let (token, kid) = signed_now(&app, &client).await;
+        (kid != k3).then_some((token, kid))
+    })
+    .await;
+    assert_ne!(k4, k1);
+    assert_eq!(introspect(&app, &client, &token).await["active"], true);
+    let keys = app.admin.store.list_keys().await.expect("keys");
+    assert_eq!(
+        keys.last().map(|k| k.kid.clone()),
+        Some(k4),
+        "a new key signs"
+    );
+}
+
 both_backends!(
     a_retired_key_cannot_mint_new_tokens_and_clocks_may_differ_a_little,
     a_revoked_key_stops_signing_on_an_instance_whose_clock_is_behind,
     key_changes_from_the_cli_reach_a_running_server,
+    revoking_after_rotate_now_over_a_pending_key,
     revoking_hands_over_to_a_new_key_when_no_other_may_sign
 );
