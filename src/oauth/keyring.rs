@@ -414,6 +414,18 @@ impl KeyRing {
         if info.revoked_at.is_some() {
             return Err(KeyError::AlreadyRevoked(kid.to_owned()));
         }
+        // Replaced less than a leeway ago: where clocks are behind it still signs, so its
+        // successor's activation moves back to `successor_from` as well.
+        let keys = self.store.list_keys().await?;
+        if active_at(keys.iter(), successor_from).is_some_and(|k| k.kid == kid)
+            && let Some(current) = active_at(keys.iter(), now).filter(|k| k.kid != kid)
+        {
+            let event = AuditEvent::new(now, actor, "key.activate", &current.kid)
+                .details(json!({ "activates_at": successor_from, "succeeds": kid }));
+            self.store
+                .activate_key_at(&current.kid, successor_from, &event)
+                .await?;
+        }
         let event = AuditEvent::new(now, actor, "key.revoke", kid)
             .details(json!({ "generation": info.generation, "state_was": info.state }));
         match self.store.revoke_key(kid, now, &event).await {

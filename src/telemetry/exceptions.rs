@@ -153,7 +153,19 @@ fn known_secrets(settings: &Settings) -> Vec<String> {
             }
         }
     }
+    // Each as written in the URL (percent-encoded) and decoded.
+    let decoded: Vec<String> = secrets
+        .iter()
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    secrets.extend(decoded);
     secrets.retain(|s| s.len() >= 4);
+    secrets.sort();
+    secrets.dedup();
     secrets
 }
 
@@ -182,25 +194,28 @@ pub fn scrub(text: &str, known: &[String]) -> String {
         .filter_map(|(pattern, with)| Regex::new(pattern).ok().map(|r| (r, with)))
         .collect()
     });
-    // Percent-encoded text (a form body, a query string) is read decoded.
-    let mut out = if text.contains('%') {
-        percent_encoding::percent_decode_str(text)
-            .decode_utf8_lossy()
-            .into_owned()
-    } else {
-        text.to_owned()
+    let once = |text: &str| {
+        let mut out = text.to_owned();
+        for secret in known {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        for (pattern, with) in PATTERNS.iter() {
+            if pattern.is_match(&out) {
+                out = pattern.replace_all(&out, *with).into_owned();
+            }
+        }
+        out
     };
-    for secret in known {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "[redacted]");
-        }
+    // As written, then (percent-encoded text: a form body, a query string) decoded, so that
+    // neither form hides a secret from the patterns.
+    let raw = once(text);
+    if raw.contains('%') {
+        once(&percent_encoding::percent_decode_str(&raw).decode_utf8_lossy())
+    } else {
+        raw
     }
-    for (pattern, with) in PATTERNS.iter() {
-        if pattern.is_match(&out) {
-            out = pattern.replace_all(&out, *with).into_owned();
-        }
-    }
-    out
 }
 
 /// The last word on what leaves, whatever produced the event (our layer or the panic hook).
@@ -453,7 +468,11 @@ mod tests {
 
     #[test]
     fn credentials_are_scrubbed() {
-        let known = vec!["the-kek-value".to_owned()];
+        let known = vec![
+            "the-kek-value".to_owned(),
+            "S3cret%20Pass%23word".to_owned(),
+            "S3cret Pass#word".to_owned(),
+        ];
         let cases = [
             ("refresh tsr_AbC-123_x failed", "tsr_[redacted]"),
             ("secret tsc_Zz9 used", "tsc_[redacted]"),
@@ -476,6 +495,9 @@ mod tests {
             (r#"{\"password\":\"hunter2\"}"#, "[redacted]"),
             ("field%3Dtsr_AbC-123", "field=tsr_[redacted]"),
             ("client%5Fsecret=s3cr3t", "client_secret=[redacted]"),
+            ("password=correct%26horse%20battery", "password=[redacted]"),
+            ("db pw S3cret%20Pass%23word here", "db pw [redacted] here"),
+            ("client_secret=abc%22def", "client_secret=[redacted]"),
         ];
         for (input, expected) in cases {
             let out = scrub(input, &known);
@@ -489,6 +511,9 @@ mod tests {
                 "correct-horse",
                 "s3cr3t",
                 "the-kek",
+                "horse battery",
+                "S3cret",
+                "def",
             ] {
                 assert!(!out.contains(secret), "{input:?} kept {secret:?}: {out:?}");
             }

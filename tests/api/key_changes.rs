@@ -324,10 +324,34 @@ async fn revoking_after_rotate_now_over_a_pending_key(backend: Backend) {
     );
 }
 
+/// Revoking a key replaced less than a clock leeway ago: where clocks are behind it would still
+/// sign, so its successor's activation moves back by the leeway too.
+async fn revoking_a_key_just_replaced_moves_its_successor_back(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = seed_with_introspection(&app).await;
+    let (_, k1) = signed_now(&app, &client).await;
+    // k1 must have been signing for longer than the leeway.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    cli_ok(&app, &["key", "rotate", "--now"]).await;
+    cli_ok(&app, &["key", "revoke", &k1]).await;
+    let keys = app.admin.store.list_keys().await.expect("keys");
+    let revoked = keys.iter().find(|k| k.kid == k1).expect("k1");
+    let successor = keys.last().expect("k2");
+    let leeway = app.settings.tokens.clock_leeway.as_secs() as i64;
+    assert!(
+        successor.activates_at <= revoked.revoked_at.expect("revoked") - leeway,
+        "successor activates at {}, the revocation was at {:?}",
+        successor.activates_at,
+        revoked.revoked_at
+    );
+    assert_eq!(app.audit_rows("key.activate").await.len(), 1);
+}
+
 both_backends!(
     a_retired_key_cannot_mint_new_tokens_and_clocks_may_differ_a_little,
     a_revoked_key_stops_signing_on_an_instance_whose_clock_is_behind,
     key_changes_from_the_cli_reach_a_running_server,
+    revoking_a_key_just_replaced_moves_its_successor_back,
     revoking_after_rotate_now_over_a_pending_key,
     revoking_hands_over_to_a_new_key_when_no_other_may_sign
 );
