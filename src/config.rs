@@ -9,6 +9,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+use crate::crypto::password::HasherOptions;
 use crate::secret::Secret;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -210,6 +211,19 @@ pub struct PasswordSettings {
     /// How long a login waits for a hashing slot.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+}
+
+impl PasswordSettings {
+    /// The hashing parameters, in the password hasher's own terms.
+    pub fn hasher_options(&self) -> HasherOptions {
+        HasherOptions {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            max_concurrent: self.max_concurrent,
+            queue_timeout: self.queue_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,7 +495,7 @@ impl Settings {
         if self.keys.rotation_interval <= self.keys.publish_ahead {
             return invalid("keys.rotation_interval must be longer than keys.publish_ahead");
         }
-        crate::crypto::password::Hasher::params_from(&self.passwords)
+        crate::crypto::password::Hasher::params_from(&self.passwords.hasher_options())
             .map_err(|e| SettingsError::Invalid(format!("passwords.argon2_*: {e}")))?;
         Ok(())
     }

@@ -2,7 +2,6 @@
 //! HTTP server bound to its own listener (port 0 works, and [`Application::port`] tells).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,14 +11,15 @@ use anyhow::{Context, bail};
 
 use crate::clock::Clock;
 use crate::config::{MetricsBind, Settings};
-use crate::crypto::keys::Kek;
 use crate::crypto::password::Hasher;
 use crate::crypto::verified::VerifiedTokens;
 use crate::http::{self, AppState};
-use crate::oauth::keyring::KeyPolicy;
-use crate::oauth::maintenance::{CleanupPolicy, collect_garbage};
-use crate::oauth::{KeyRing, OAuth, Policy};
-use crate::store::{AuditWriter, Backend, PoolOptions, Store, WriterOptions};
+use crate::keys::KeyRing;
+use crate::maintenance::{AUDIT_DAYS_AHEAD, CleanupPolicy, collect_garbage};
+use crate::oauth::{OAuth, Policy};
+use crate::store::{AuditWriter, PoolOptions, Store, WriterOptions};
+
+pub use crate::keys::{key_policy, load_kek};
 
 pub struct Application {
     port: u16,
@@ -50,115 +50,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     })
 }
 
-/// The file holding the generated key-encryption key beside a SQLite database.
-fn kek_file_for(url: &str) -> Option<PathBuf> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.contains(":memory:") {
-        return None;
-    }
-    Some(PathBuf::from(format!("{path}.kek")))
-}
-
-/// The key-encryption key: from settings; else, on SQLite, from (or into) a file beside the
-/// database; on Postgres, refused, because every instance must share one configured key.
-pub fn load_kek(
-    settings: &Settings,
-    backend: Backend,
-    create: bool,
-) -> anyhow::Result<Option<Kek>> {
-    if !settings.keys.encryption_key.is_empty() {
-        return Ok(Some(
-            Kek::from_base64(settings.keys.encryption_key.expose())
-                .context("keys.encryption_key")?,
-        ));
-    }
-    if backend == Backend::Postgres {
-        if create {
-            bail!(
-                "keys.encryption_key is required with Postgres: set TESSERA__KEYS__ENCRYPTION_KEY to 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
-            );
-        }
-        return Ok(None);
-    }
-    let Some(path) = kek_file_for(settings.database.url.expose()) else {
-        tracing::warn!(
-            "keys.encryption_key is not set; using a throw-away key for an in-memory database"
-        );
-        return Ok(Some(Kek::from_base64(&Kek::generate_base64())?));
-    };
-    if path.exists() {
-        check_private(&path)?;
-        let encoded = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        return Ok(Some(
-            Kek::from_base64(&encoded).with_context(|| format!("key file {}", path.display()))?,
-        ));
-    }
-    if !create {
-        return Ok(None);
-    }
-    let encoded = Kek::generate_base64();
-    write_private_file(&path, &encoded).with_context(|| format!("writing {}", path.display()))?;
-    tracing::warn!(
-        path = %path.display(),
-        "keys.encryption_key is not set: generated a key-encryption key file beside the database; keep it with the database and set keys.encryption_key in production"
-    );
-    Ok(Some(Kek::from_base64(&encoded)?))
-}
-
-/// Refuses a key file that others could have written or can read.
-#[cfg(unix)]
-fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "key file {} is accessible to other users (mode {:o}); run `chmod 600` on it",
-            path.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &std::path::Path) -> anyhow::Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
-}
-
-pub fn key_policy(settings: &Settings) -> KeyPolicy {
-    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    KeyPolicy {
-        algorithm: settings.keys.algorithm,
-        rotation_interval: secs(settings.keys.rotation_interval),
-        publish_ahead: secs(settings.keys.publish_ahead),
-        jwks_max_age: secs(settings.keys.jwks_max_age),
-        access_ttl: secs(settings.tokens.access_ttl),
-        clock_leeway: secs(settings.tokens.clock_leeway),
-    }
-}
-
 impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let mut store = open_store(&settings).await?;
@@ -173,7 +64,7 @@ impl Application {
         let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
             .await
             .context("loading signing keys")?;
-        let hasher = Hasher::new(&settings.passwords)?;
+        let hasher = Hasher::new(&settings.passwords.hasher_options())?;
         let (audit, audit_task) = AuditWriter::spawn(
             store.clone(),
             WriterOptions {
@@ -443,7 +334,7 @@ async fn audit_partition_loop(store: Store, clock: Arc<dyn Clock>) {
     loop {
         ticker.tick().await;
         if let Err(error) = store
-            .prepare_audit_partitions(clock.now(), crate::oauth::maintenance::AUDIT_DAYS_AHEAD)
+            .prepare_audit_partitions(clock.now(), AUDIT_DAYS_AHEAD)
             .await
         {
             tracing::warn!(%error, "attaching audit partitions failed; will retry");
@@ -464,23 +355,5 @@ async fn cleanup_loop(store: Store, clock: Arc<dyn Clock>, policy: CleanupPolicy
             Ok(report) => tracing::debug!(?report, "clean-up done"),
             Err(error) => tracing::warn!(%error, "clean-up failed; will retry"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kek_file_sits_beside_the_database() {
-        assert_eq!(
-            kek_file_for("sqlite://tessera.db"),
-            Some(PathBuf::from("tessera.db.kek"))
-        );
-        assert_eq!(
-            kek_file_for("sqlite:/var/lib/t.db?mode=rwc"),
-            Some(PathBuf::from("/var/lib/t.db.kek"))
-        );
-        assert_eq!(kek_file_for("sqlite::memory:"), None);
     }
 }

@@ -4,8 +4,9 @@ use serde_json::json;
 
 use super::{Admin, AdminError};
 use crate::crypto::tokens;
+use crate::oauth::client_credentials::looks_like_a_user_id;
 use crate::oauth::{GRANT_TYPES, scope};
-use crate::store::{ClientRecord, NewClient, StoreError};
+use crate::store::{ClientRecord, NewClient, Page, StoreError};
 
 /// What `tessera client add` asks for.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +46,7 @@ fn validate_client_id(id: &str) -> Result<(), AdminError> {
             "client ids are 1 to 128 characters of A-Z a-z 0-9 _ - . : @".into(),
         ));
     }
-    if crate::oauth::client_credentials::looks_like_a_user_id(id) {
+    if looks_like_a_user_id(id) {
         return Err(AdminError::Invalid(format!(
             "client id {id} looks like a UUID, which is how user ids look in a token's sub; choose another id"
         )));
@@ -211,10 +212,7 @@ impl Admin {
         self.client(client_id).await
     }
 
-    pub async fn list_clients(
-        &self,
-        page: &crate::store::Page,
-    ) -> Result<Vec<ClientRecord>, AdminError> {
+    pub async fn list_clients(&self, page: &Page) -> Result<Vec<ClientRecord>, AdminError> {
         Ok(self.store.list_clients(page).await?)
     }
 

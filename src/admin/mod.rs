@@ -1,8 +1,12 @@
-//! Administration: what `tessera user|role|client|token|audit|gc` do, with input checked and
-//! every change audited. The CLI is a thin front door onto this.
+//! Administration: what `tessera user|role|client|key|token|audit|gc` do, with input checked
+//! and every change audited. The CLI is a thin front door onto this, and names only what this
+//! module exports.
 
+mod audit;
 mod clients;
+mod keys;
 mod roles;
+mod sessions;
 mod users;
 
 use std::sync::Arc;
@@ -10,10 +14,17 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::password::{HashError, Hasher};
-use crate::oauth::maintenance::{CleanupPolicy, CleanupReport, collect_garbage};
+use crate::keys::{KekError, KeyError};
+use crate::maintenance::{CleanupPolicy, collect_garbage};
 use crate::store::{AuditEvent, Store, StoreError};
 
+pub use crate::keys::{KeyInfo, KeyState};
+pub use crate::maintenance::CleanupReport;
+pub use crate::store::{
+    AuditFilter, AuditRow, ClientRecord, FamilySummary, Page, RoleRecord, UserRecord,
+};
 pub use clients::{ClientSpec, ClientUpdate};
+pub use users::user_cursor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -27,6 +38,10 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("password hashing failed: {0}")]
     Hash(#[from] HashError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Kek(#[from] KekError),
 }
 
 pub struct Admin {
@@ -45,7 +60,7 @@ impl Admin {
         settings: Settings,
         actor: String,
     ) -> Result<Self, AdminError> {
-        let hasher = Hasher::for_new_passwords(&settings.passwords)
+        let hasher = Hasher::for_new_passwords(&settings.passwords.hasher_options())
             .map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(Self {
             store,

@@ -4,7 +4,12 @@ use serde_json::json;
 
 use super::{Admin, AdminError};
 use crate::oauth::usernames;
-use crate::store::{NewUser, StoreError, UserRecord};
+use crate::store::{NewUser, Page, StoreError, UserRecord};
+
+/// Where the page after `user` starts: what `--after` takes, its normalized username.
+pub fn user_cursor(user: &UserRecord) -> String {
+    usernames::normalize(&user.username)
+}
 
 impl Admin {
     fn check_password(&self, username: &str, password: &str) -> Result<(), AdminError> {
@@ -77,13 +82,12 @@ impl Admin {
     /// One page of users; `prefix` is matched against normalized usernames.
     pub async fn list_users(
         &self,
-        page: &crate::store::Page,
+        page: &Page,
         prefix: Option<&str>,
     ) -> Result<Vec<UserRecord>, AdminError> {
-        use crate::oauth::usernames::normalize;
-        let prefix = prefix.map(normalize);
-        let page = crate::store::Page {
-            after: page.after.as_deref().map(normalize),
+        let prefix = prefix.map(usernames::normalize);
+        let page = Page {
+            after: page.after.as_deref().map(usernames::normalize),
             limit: page.limit,
         };
         Ok(self.store.list_users(&page, prefix.as_deref()).await?)

@@ -3,9 +3,8 @@
 use clap::Args;
 
 use super::{UsageError, output};
-use crate::admin::Admin;
+use crate::admin::{Admin, AuditFilter};
 use crate::clock::format_time;
-use crate::store::AuditFilter;
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -56,17 +55,18 @@ pub async fn run(args: AuditArgs, admin: &Admin) -> anyhow::Result<()> {
         .map(|s| parse_since(s, admin.clock.now()))
         .transpose()?;
     let filter = AuditFilter {
-        username: args.user.map(|u| crate::oauth::usernames::normalize(&u)),
+        username: args.user,
         client_id: args.client,
         action: args.action,
         since,
         after: args.after.as_deref().map(parse_cursor).transpose()?,
         limit: i64::from(args.limit.clamp(1, super::page::MAX_LIMIT)),
     };
-    let rows = admin.store.audit_query(&filter).await?;
+    let limit = filter.limit;
+    let rows = admin.audit_log(filter).await?;
     super::page::hint_next(
         rows.len(),
-        filter.limit,
+        limit,
         rows.last().map(|r| format!("{}:{}", r.at, r.id)).as_deref(),
     );
     if args.json {

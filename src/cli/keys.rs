@@ -1,15 +1,10 @@
 //! `tessera key ...`
 
-use std::sync::Arc;
-
 use clap::Subcommand;
 
 use super::output;
 use crate::admin::Admin;
 use crate::clock::format_time;
-use crate::oauth::KeyRing;
-use crate::oauth::keyring::{KeyState, describe};
-use crate::startup;
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -43,11 +38,7 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
     let settings = &admin.settings;
     match cmd {
         KeyCommand::List { json } => {
-            let keys = admin.store.list_keys().await?;
-            let max_ttl = i64::try_from(settings.tokens.access_ttl.as_secs())
-                .unwrap_or(i64::MAX)
-                .max(admin.store.max_client_access_ttl().await?.unwrap_or(0));
-            let infos = describe(&keys, admin.clock.now(), max_ttl);
+            let infos = admin.keys().await?;
             let time = |t: Option<i64>| t.map(format_time).unwrap_or_default();
             if json {
                 let view: Vec<serde_json::Value> = infos
@@ -86,8 +77,7 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Rotate { now } => {
-            let ring = ring(admin).await?;
-            let kid = ring.rotate(now, &admin.actor).await?;
+            let kid = admin.rotate_key(now).await?;
             if now {
                 println!("key {kid} created and signing now");
             } else {
@@ -98,18 +88,11 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Retire { kid } => {
-            ring(admin).await?.retire(&kid, &admin.actor).await?;
+            admin.retire_key(&kid).await?;
             println!("key {kid} retired: no longer signing, published until its tokens expire");
         }
         KeyCommand::Revoke { kid } => {
-            let ring = ring(admin).await?;
-            ring.revoke(&kid, &admin.actor).await?;
-            let signing = ring
-                .describe()
-                .into_iter()
-                .find(|k| k.state == KeyState::Active)
-                .map(|k| k.kid)
-                .unwrap_or_default();
+            let signing = admin.revoke_key(&kid).await?;
             println!(
                 "key {kid} revoked: unpublished, and its tokens fail introspection on every \
                  server within 2 s; signing key now {signing}"
@@ -117,17 +100,6 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn ring(admin: &Admin) -> anyhow::Result<Arc<KeyRing>> {
-    let kek = startup::load_kek(&admin.settings, admin.store.backend(), true)?;
-    Ok(KeyRing::start(
-        admin.store.clone(),
-        kek,
-        admin.clock.clone(),
-        startup::key_policy(&admin.settings),
-    )
-    .await?)
 }
 
 #[cfg(test)]

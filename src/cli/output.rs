@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::admin::{ClientRecord, UserRecord};
 use crate::clock::format_time;
-use crate::store::{ClientRecord, UserRecord};
 
 /// Control characters shown escaped, so stored text cannot drive the terminal.
 fn printable(cell: &str) -> String {

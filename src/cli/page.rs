@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::store::Page;
+use crate::admin::Page;
 
 /// Rows a page holds unless `--limit` says otherwise.
 pub const DEFAULT_LIMIT: u32 = 100;

@@ -6,7 +6,6 @@ use super::page::PageArgs;
 use super::{UsageError, output};
 use crate::admin::Admin;
 use crate::clock::format_time;
-use crate::store::AuditEvent;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -34,14 +33,9 @@ pub struct RevokeArgs {
 }
 
 pub async fn run(cmd: TokenCommand, admin: &Admin) -> anyhow::Result<()> {
-    let now = admin.clock.now();
     match cmd {
         TokenCommand::List { user, page, json } => {
-            let user = admin.user(&user).await?;
-            let families = admin
-                .store
-                .list_families(&user.id, now, &page.page())
-                .await?;
+            let families = admin.sessions(&user, &page.page()).await?;
             page.hint_next(
                 families.len(),
                 families.last().map(|f| f.family_id.as_str()),
@@ -81,63 +75,29 @@ pub async fn run(cmd: TokenCommand, admin: &Admin) -> anyhow::Result<()> {
             user,
             client,
             family,
-        }) => {
-            let event =
-                |target: &str| AuditEvent::new(now, admin.actor.clone(), "token.revoke", target);
-            match (user, client, family) {
-                (None, None, Some(family)) => {
-                    let event =
-                        event(&family).details(serde_json::json!({ "reason": "revoked_by_admin" }));
-                    if admin
-                        .store
-                        .revoke_family(
-                            &family,
-                            now,
-                            "revoked_by_admin",
-                            std::slice::from_ref(&event),
-                        )
-                        .await?
-                    {
-                        println!("family {family} revoked");
-                    } else {
-                        anyhow::bail!("no live family {family}");
-                    }
-                }
-                (Some(username), client, None) => {
-                    let user = admin.user(&username).await?;
-                    if let Some(c) = &client {
-                        admin.client(c).await?;
-                    }
-                    let mut event = event(&user.username).user(&user.username);
-                    event.client_id = client.clone();
-                    let n = admin
-                        .store
-                        .revoke_families(
-                            Some(&user.id),
-                            client.as_deref(),
-                            now,
-                            "revoked_by_admin",
-                            &event,
-                        )
-                        .await?;
-                    println!("{n} session(s) of {} revoked", user.username);
-                }
-                (None, Some(client), None) => {
-                    admin.client(&client).await?;
-                    let event = event(&client).client(&client);
-                    let n = admin
-                        .store
-                        .revoke_families(None, Some(&client), now, "revoked_by_admin", &event)
-                        .await?;
-                    println!("{n} session(s) of client {client} revoked");
-                }
-                _ => {
-                    return Err(
-                        UsageError("give --user [--client], --client, or --family".into()).into(),
-                    );
+        }) => match (user, client, family) {
+            (None, None, Some(family)) => {
+                if admin.revoke_session(&family).await? {
+                    println!("family {family} revoked");
+                } else {
+                    anyhow::bail!("no live family {family}");
                 }
             }
-        }
+            (Some(username), client, None) => {
+                let user = admin.user(&username).await?;
+                let n = admin.revoke_user_sessions(&user, client.as_deref()).await?;
+                println!("{n} session(s) of {} revoked", user.username);
+            }
+            (None, Some(client), None) => {
+                let n = admin.revoke_client_sessions(&client).await?;
+                println!("{n} session(s) of client {client} revoked");
+            }
+            _ => {
+                return Err(
+                    UsageError("give --user [--client], --client, or --family".into()).into(),
+                );
+            }
+        },
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::output::{self, UserView};
 use super::page::PageArgs;
 use super::password;
-use crate::admin::Admin;
+use crate::admin::{Admin, user_cursor};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -72,13 +72,7 @@ pub async fn run(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
         }
         UserCommand::List { search, page, json } => {
             let users = admin.list_users(&page.page(), search.as_deref()).await?;
-            page.hint_next(
-                users.len(),
-                users
-                    .last()
-                    .map(|u| crate::oauth::usernames::normalize(&u.username))
-                    .as_deref(),
-            );
+            page.hint_next(users.len(), users.last().map(user_cursor).as_deref());
             if json {
                 output::json(&users.iter().map(UserView::from).collect::<Vec<_>>())?;
             } else {

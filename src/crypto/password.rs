@@ -10,7 +10,6 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
 use super::CryptoError;
-use crate::config::PasswordSettings;
 
 /// Outcome of checking a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +27,21 @@ pub enum HashError {
     Crypto(#[from] CryptoError),
 }
 
+/// How passwords are hashed, and how many hashes may run at once.
+#[derive(Debug, Clone)]
+pub struct HasherOptions {
+    /// argon2id memory cost in KiB.
+    pub memory_kib: u32,
+    /// argon2id iterations.
+    pub iterations: u32,
+    /// argon2id lanes.
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means one per core.
+    pub max_concurrent: usize,
+    /// How long a caller waits for a hashing slot.
+    pub queue_timeout: Duration,
+}
+
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
@@ -41,36 +55,36 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn params_from(settings: &PasswordSettings) -> Result<Params, CryptoError> {
+    pub fn params_from(options: &HasherOptions) -> Result<Params, CryptoError> {
         Params::new(
-            settings.argon2_memory_kib,
-            settings.argon2_iterations,
-            settings.argon2_parallelism,
+            options.memory_kib,
+            options.iterations,
+            options.parallelism,
             None,
         )
         .map_err(|e| CryptoError::Hash(e.to_string()))
     }
 
-    pub fn new(settings: &PasswordSettings) -> Result<Self, CryptoError> {
-        let params = Self::params_from(settings)?;
+    pub fn new(options: &HasherOptions) -> Result<Self, CryptoError> {
+        let params = Self::params_from(options)?;
         let dummy_hash = hash_with(&params, &super::tokens::random_id())?;
-        Self::build(settings, params, dummy_hash)
+        Self::build(options, params, dummy_hash)
     }
 
     /// A hasher that only hashes new passwords (the admin CLI): it skips computing the dummy
     /// hash that equalizes login timing, which costs a full hash at start-up. `verify` with
     /// no stored hash still answers "no", only faster.
-    pub fn for_new_passwords(settings: &PasswordSettings) -> Result<Self, CryptoError> {
-        let params = Self::params_from(settings)?;
-        Self::build(settings, params, String::new())
+    pub fn for_new_passwords(options: &HasherOptions) -> Result<Self, CryptoError> {
+        let params = Self::params_from(options)?;
+        Self::build(options, params, String::new())
     }
 
     fn build(
-        settings: &PasswordSettings,
+        options: &HasherOptions,
         params: Params,
         dummy_hash: String,
     ) -> Result<Self, CryptoError> {
-        let threads = match settings.max_concurrent {
+        let threads = match options.max_concurrent {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
@@ -80,7 +94,7 @@ impl Hasher {
             // next at once instead of idling until an async worker hands it one.
             slots: Arc::new(Semaphore::new(threads * 2)),
             threads: start_threads(threads)?,
-            queue_timeout: settings.queue_timeout,
+            queue_timeout: options.queue_timeout,
             dummy_hash: Arc::new(dummy_hash),
         })
     }
@@ -300,13 +314,11 @@ fn needs_rehash(stored: &str, params: &Params) -> bool {
 mod tests {
     use super::*;
 
-    fn settings(m: u32) -> PasswordSettings {
-        PasswordSettings {
-            min_length: 8,
-            max_length: 128,
-            argon2_memory_kib: m,
-            argon2_iterations: 1,
-            argon2_parallelism: 1,
+    fn settings(m: u32) -> HasherOptions {
+        HasherOptions {
+            memory_kib: m,
+            iterations: 1,
+            parallelism: 1,
             max_concurrent: 2,
             queue_timeout: Duration::from_secs(5),
         }

@@ -1,16 +1,20 @@
-//! The one place where domain errors become HTTP responses (RFC 6749 §5.2 bodies).
+//! The one place where domain errors become HTTP responses (RFC 6749 §5.2 bodies), and the
+//! codes each status carries, which the OpenAPI document lists from here.
+
+use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use crate::oauth::OAuthError;
 
 /// An error response body (RFC 6749 §5.2).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    #[schema(schema_with = super::openapi::error_code_schema)]
+    #[schema(schema_with = error_code_schema)]
     pub error: &'static str,
     /// Human-readable detail for the developer; never contains secrets or internal causes.
     #[schema(value_type = String)]
@@ -75,6 +79,65 @@ impl ResponseError for ApiError {
             error_description: err.description(),
         })
     }
+}
+
+/// One of every [`OAuthError`]. `variant_is_listed` fails to compile when a variant is added,
+/// as a reminder to list it here too.
+pub(super) fn every_error() -> Vec<OAuthError> {
+    let all = vec![
+        OAuthError::InvalidRequest("".into()),
+        OAuthError::InvalidClient("".into()),
+        OAuthError::InvalidGrant("".into()),
+        OAuthError::UnauthorizedClient("".into()),
+        OAuthError::UnsupportedGrantType("".into()),
+        OAuthError::InvalidScope("".into()),
+        OAuthError::NotPermitted("".into()),
+        OAuthError::UnsupportedTokenType("".into()),
+        OAuthError::PayloadTooLarge(0),
+        OAuthError::TemporarilyUnavailable("".into()),
+        OAuthError::Server("".into()),
+    ];
+    all.iter().for_each(variant_is_listed);
+    all
+}
+
+fn variant_is_listed(err: &OAuthError) {
+    match err {
+        OAuthError::InvalidRequest(_)
+        | OAuthError::InvalidClient(_)
+        | OAuthError::InvalidGrant(_)
+        | OAuthError::UnauthorizedClient(_)
+        | OAuthError::UnsupportedGrantType(_)
+        | OAuthError::InvalidScope(_)
+        | OAuthError::NotPermitted(_)
+        | OAuthError::UnsupportedTokenType(_)
+        | OAuthError::PayloadTooLarge(_)
+        | OAuthError::TemporarilyUnavailable(_)
+        | OAuthError::Server(_) => {}
+    }
+}
+
+/// The error codes answered with `status`, or with any status when `None`.
+pub(super) fn codes(status: Option<u16>) -> Vec<&'static str> {
+    let set: BTreeSet<&'static str> = every_error()
+        .iter()
+        .filter(|e| status.is_none_or(|s| status_of(e).as_u16() == s))
+        .map(OAuthError::code)
+        .collect();
+    set.into_iter().collect()
+}
+
+/// The schema of [`ErrorBody::error`]: every code Tessera answers with.
+fn error_code_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "An RFC 6749 §5.2 error code (RFC 7009 §2.2.1's `unsupported_token_type` and \
+             `temporarily_unavailable` included).",
+        ))
+        .enum_values(Some(codes(None)))
+        .build()
+        .into()
 }
 
 #[cfg(test)]

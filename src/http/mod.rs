@@ -2,12 +2,14 @@
 
 pub mod client_auth;
 pub mod error;
+mod error_responses;
 pub mod form;
 mod health;
 mod metrics_endpoint;
 mod oauth_endpoints;
 pub mod observe;
 pub mod openapi;
+mod schemas;
 mod well_known;
 
 use std::sync::{Arc, RwLock};

@@ -36,7 +36,7 @@ fn no_store(mut response: HttpResponse) -> HttpResponse {
     path = "/oauth/token",
     tag = "oauth",
     request_body(
-        content = super::openapi::TokenRequest,
+        content = super::schemas::TokenRequest,
         content_type = "application/x-www-form-urlencoded",
     ),
     security((), ("client_secret_basic" = [])),
@@ -47,11 +47,11 @@ fn no_store(mut response: HttpResponse) -> HttpResponse {
                 ("Cache-Control" = String, description = "`no-store`"),
                 ("Pragma" = String, description = "`no-cache`"),
             )),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = super::error_responses::BadRequest),
+        (status = 401, response = super::error_responses::Unauthorized),
+        (status = 413, response = super::error_responses::PayloadTooLarge),
+        (status = 500, response = super::error_responses::ServerError),
+        (status = 503, response = super::error_responses::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(grant_type, client_id))]
@@ -75,7 +75,7 @@ pub async fn token(
     path = "/oauth/revoke",
     tag = "oauth",
     request_body(
-        content = super::openapi::TokenRequestByToken,
+        content = super::schemas::TokenRequestByToken,
         content_type = "application/x-www-form-urlencoded",
     ),
     security((), ("client_secret_basic" = [])),
@@ -85,11 +85,11 @@ pub async fn token(
                 ("Cache-Control" = String, description = "`no-store`"),
                 ("Pragma" = String, description = "`no-cache`"),
             )),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = super::error_responses::BadRequest),
+        (status = 401, response = super::error_responses::Unauthorized),
+        (status = 413, response = super::error_responses::PayloadTooLarge),
+        (status = 500, response = super::error_responses::ServerError),
+        (status = 503, response = super::error_responses::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(client_id))]
@@ -112,7 +112,7 @@ pub async fn revoke(
     path = "/oauth/introspect",
     tag = "oauth",
     request_body(
-        content = super::openapi::TokenRequestByToken,
+        content = super::schemas::TokenRequestByToken,
         content_type = "application/x-www-form-urlencoded",
     ),
     security((), ("client_secret_basic" = [])),
@@ -123,12 +123,12 @@ pub async fn revoke(
                 ("Cache-Control" = String, description = "`no-store`"),
                 ("Pragma" = String, description = "`no-cache`"),
             )),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = super::error_responses::BadRequest),
+        (status = 401, response = super::error_responses::Unauthorized),
+        (status = 403, response = super::error_responses::Forbidden),
+        (status = 413, response = super::error_responses::PayloadTooLarge),
+        (status = 500, response = super::error_responses::ServerError),
+        (status = 503, response = super::error_responses::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(client_id))]

@@ -2,9 +2,10 @@
 //! `#[utoipa::path]` annotations and the types the handlers serialize, built once per process.
 //!
 //! What the annotations cannot say is added here by [`Conventions`]: the Basic security scheme,
-//! `X-Request-Id` on every operation and response, the error responses (their `error` codes are
-//! taken from [`status_of`], so the document and the error mapping cannot drift apart), and the
-//! tightening of response schemas whose optional fields are left out rather than sent as `null`.
+//! `X-Request-Id` on every operation and response, and the tightening of response schemas whose
+//! optional fields are left out rather than sent as `null`. The error responses come from
+//! [`error_responses`](super::error_responses), the schemas of forms and prepared bodies from
+//! [`schemas`](super::schemas): the handlers refer to those, and this document to the handlers.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -13,17 +14,17 @@ use actix_web::HttpResponse;
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
-use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{
-    AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
-};
+use utoipa::openapi::response::Response;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, Ref, RefOr, Required};
-use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+use utoipa::openapi::{RefOr, Required};
+use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::error::{ErrorBody, status_of};
+use super::error::ErrorBody;
+use super::error_responses::{
+    BadRequest, Forbidden, PayloadTooLarge, ServerError, Unauthorized, Unavailable,
+};
 use super::observe::REQUEST_ID;
-use crate::oauth::OAuthError;
 
 /// The document, serialized once.
 static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
@@ -91,161 +92,6 @@ pub async fn openapi_json() -> HttpResponse {
 )]
 struct ApiDoc;
 
-// ---- request forms ------------------------------------------------------------------------
-
-/// A token request (RFC 6749 §3.2), form-encoded, one of three grants. A parameter sent empty
-/// counts as absent (so required ones are at least one character); a parameter sent twice is
-/// `invalid_request`.
-#[derive(ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub(super) enum TokenRequest {
-    Password(PasswordGrant),
-    RefreshToken(RefreshTokenGrant),
-    ClientCredentials(ClientCredentialsGrant),
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum PasswordGrantType {
-    Password,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum RefreshTokenGrantType {
-    RefreshToken,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum ClientCredentialsGrantType {
-    ClientCredentials,
-}
-
-/// Resource owner password credentials grant (RFC 6749 §4.3.2).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct PasswordGrant {
-    #[schema(inline)]
-    grant_type: PasswordGrantType,
-    /// The user's username (matched case-insensitively).
-    #[schema(min_length = 1)]
-    username: String,
-    /// The user's password.
-    #[schema(min_length = 1)]
-    password: String,
-    /// Space-separated scopes (RFC 6749 §3.3: each of `%x21 / %x23-5B / %x5D-7E`, at most 128
-    /// characters); absent means every scope the client may use.
-    #[schema(nullable = false, pattern = r"^[\x21\x23-\x5B\x5D-\x7E ]*$")]
-    scope: Option<String>,
-    /// For `client_secret_post`, or alone for a public client.
-    #[schema(nullable = false)]
-    client_id: Option<String>,
-    /// For `client_secret_post`; never together with HTTP Basic.
-    #[schema(nullable = false)]
-    client_secret: Option<String>,
-}
-
-/// Refresh grant (RFC 6749 §6). The refresh token rotates: the response carries a new one.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct RefreshTokenGrant {
-    #[schema(inline)]
-    grant_type: RefreshTokenGrantType,
-    /// The refresh token (`tsr_…`) from the last token response.
-    #[schema(min_length = 1)]
-    refresh_token: String,
-    /// Narrows the new access token's scope; the refresh token keeps its original scope.
-    #[schema(nullable = false, pattern = r"^[\x21\x23-\x5B\x5D-\x7E ]*$")]
-    scope: Option<String>,
-    /// For `client_secret_post`, or alone for a public client.
-    #[schema(nullable = false)]
-    client_id: Option<String>,
-    /// For `client_secret_post`; never together with HTTP Basic.
-    #[schema(nullable = false)]
-    client_secret: Option<String>,
-}
-
-/// Client credentials grant (RFC 6749 §4.4.2): the client acts for itself (`sub` is its id).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct ClientCredentialsGrant {
-    #[schema(inline)]
-    grant_type: ClientCredentialsGrantType,
-    /// Space-separated scopes (RFC 6749 §3.3: each of `%x21 / %x23-5B / %x5D-7E`, at most 128
-    /// characters); absent means every scope the client may use.
-    #[schema(nullable = false, pattern = r"^[\x21\x23-\x5B\x5D-\x7E ]*$")]
-    scope: Option<String>,
-    /// For `client_secret_post`.
-    #[schema(nullable = false)]
-    client_id: Option<String>,
-    /// For `client_secret_post`; never together with HTTP Basic.
-    #[schema(nullable = false)]
-    client_secret: Option<String>,
-}
-
-/// A revocation (RFC 7009 §2.1) or introspection (RFC 7662 §2.1) request, form-encoded.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct TokenRequestByToken {
-    /// An access token (JWT) or a refresh token (`tsr_…`).
-    #[schema(min_length = 1)]
-    token: String,
-    /// `access_token` or `refresh_token`. Accepted and ignored: the token's own form tells
-    /// its kind.
-    #[schema(nullable = false)]
-    token_type_hint: Option<String>,
-    /// For `client_secret_post` (or alone for a public client, revocation only).
-    #[schema(nullable = false)]
-    client_id: Option<String>,
-    /// For `client_secret_post`; never together with HTTP Basic.
-    #[schema(nullable = false)]
-    client_secret: Option<String>,
-}
-
-// ---- response bodies served as prepared bytes ---------------------------------------------
-
-/// A JSON Web Key Set (RFC 7517 §5): every key that signs now or signed a token still valid.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct JwkSet {
-    keys: Vec<Jwk>,
-}
-
-/// A public signing key (RFC 7517 §4, RFC 7518 §6).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct Jwk {
-    /// `EC` (ES256), `OKP` (EdDSA) or `RSA` (RS256).
-    kty: String,
-    /// Key id, as in the `kid` header of the tokens it signs.
-    kid: String,
-    /// `ES256`, `EdDSA` or `RS256`.
-    alg: String,
-    /// Always `sig`.
-    #[schema(rename = "use")]
-    use_: String,
-    /// `P-256` (EC) or `Ed25519` (OKP).
-    #[schema(nullable = false)]
-    crv: Option<String>,
-    /// EC and OKP: the x coordinate or public key, base64url.
-    #[schema(nullable = false)]
-    x: Option<String>,
-    /// EC: the y coordinate, base64url.
-    #[schema(nullable = false)]
-    y: Option<String>,
-    /// RSA: the modulus, base64url.
-    #[schema(nullable = false)]
-    n: Option<String>,
-    /// RSA: the public exponent, base64url.
-    #[schema(nullable = false)]
-    e: Option<String>,
-}
-
 /// An OpenAPI document.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -254,141 +100,6 @@ struct OpenApiDocument {
     openapi: String,
     info: Value,
     paths: Value,
-}
-
-// ---- error responses ----------------------------------------------------------------------
-
-/// One of every [`OAuthError`]. `variant_is_listed` fails to compile when a variant is added,
-/// as a reminder to list it here too.
-fn every_error() -> Vec<OAuthError> {
-    let all = vec![
-        OAuthError::InvalidRequest("".into()),
-        OAuthError::InvalidClient("".into()),
-        OAuthError::InvalidGrant("".into()),
-        OAuthError::UnauthorizedClient("".into()),
-        OAuthError::UnsupportedGrantType("".into()),
-        OAuthError::InvalidScope("".into()),
-        OAuthError::NotPermitted("".into()),
-        OAuthError::UnsupportedTokenType("".into()),
-        OAuthError::PayloadTooLarge(0),
-        OAuthError::TemporarilyUnavailable("".into()),
-        OAuthError::Server("".into()),
-    ];
-    all.iter().for_each(variant_is_listed);
-    all
-}
-
-fn variant_is_listed(err: &OAuthError) {
-    match err {
-        OAuthError::InvalidRequest(_)
-        | OAuthError::InvalidClient(_)
-        | OAuthError::InvalidGrant(_)
-        | OAuthError::UnauthorizedClient(_)
-        | OAuthError::UnsupportedGrantType(_)
-        | OAuthError::InvalidScope(_)
-        | OAuthError::NotPermitted(_)
-        | OAuthError::UnsupportedTokenType(_)
-        | OAuthError::PayloadTooLarge(_)
-        | OAuthError::TemporarilyUnavailable(_)
-        | OAuthError::Server(_) => {}
-    }
-}
-
-/// The error codes answered with `status`, or with any status when `None`.
-fn codes(status: Option<u16>) -> Vec<&'static str> {
-    let set: BTreeSet<&'static str> = every_error()
-        .iter()
-        .filter(|e| status.is_none_or(|s| status_of(e).as_u16() == s))
-        .map(OAuthError::code)
-        .collect();
-    set.into_iter().collect()
-}
-
-/// The schema of [`ErrorBody::error`]: every code Tessera answers with.
-pub(super) fn error_code_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some(
-            "An RFC 6749 §5.2 error code (RFC 7009 §2.2.1's `unsupported_token_type` and \
-             `temporarily_unavailable` included).",
-        ))
-        .enum_values(Some(codes(None)))
-        .build()
-        .into()
-}
-
-/// An error response with `status`: the [`ErrorBody`] narrowed to the codes that status carries.
-fn error_response(status: u16, description: &str) -> Response {
-    let narrowed = ObjectBuilder::new().property(
-        "error",
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(codes(Some(status)))),
-    );
-    let schema = AllOfBuilder::new()
-        .item(Ref::from_schema_name("ErrorBody"))
-        .item(narrowed);
-    let no_store = |value: &str| {
-        HeaderBuilder::new()
-            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-            .description(Some(format!("`{value}`")))
-            .build()
-    };
-    let mut response = ResponseBuilder::new()
-        .description(description)
-        .content("application/json", Content::new(Some(schema)))
-        .header("Cache-Control", no_store("no-store"))
-        .header("Pragma", no_store("no-cache"));
-    if status == 401 {
-        response = response.header(
-            "WWW-Authenticate",
-            HeaderBuilder::new()
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                .description(Some("`Basic realm=\"tessera\"` (RFC 6749 §5.2)"))
-                .build(),
-        );
-    }
-    if status == 503 {
-        response = response.header(
-            "Retry-After",
-            HeaderBuilder::new()
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::Integer)
-                        .minimum(Some(0)),
-                ))
-                .description(Some("Seconds to wait before trying again."))
-                .build(),
-        );
-    }
-    response.build()
-}
-
-macro_rules! error_responses {
-    ($($name:ident => $status:literal, $description:literal;)*) => {$(
-        pub(super) struct $name;
-
-        impl<'r> ToResponse<'r> for $name {
-            fn response() -> (&'r str, RefOr<Response>) {
-                (stringify!($name), error_response($status, $description).into())
-            }
-        }
-    )*};
-}
-
-error_responses! {
-    BadRequest => 400, "A malformed request (`invalid_request`: wrong Content-Type, a missing, \
-        repeated or malformed parameter, credentials given twice), or a refused grant \
-        (`invalid_grant`, `invalid_scope`, `unauthorized_client`, `unsupported_grant_type`, \
-        `unsupported_token_type`).";
-    Unauthorized => 401, "Client authentication failed (`invalid_client`).";
-    Forbidden => 403, "The client authenticated but may not use this endpoint \
-        (`unauthorized_client`).";
-    PayloadTooLarge => 413, "The body is larger than `server.max_body_bytes` \
-        (`invalid_request`).";
-    ServerError => 500, "An internal error (`server_error`); the cause is logged, never sent.";
-    Unavailable => 503, "The database is unreachable, no signing key is active, or too many \
-        logins wait for a password-hashing slot (`temporarily_unavailable`).";
 }
 
 // ---- what every operation shares ----------------------------------------------------------
@@ -570,6 +281,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::http::error::{codes, every_error, status_of};
 
     fn error_codes_by_status() -> BTreeMap<u16, Vec<&'static str>> {
         every_error()

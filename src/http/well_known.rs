@@ -24,7 +24,7 @@ use crate::oauth::GRANT_TYPES;
     ),
     responses(
         (status = 200, description = "The JSON Web Key Set.",
-            body = super::openapi::JwkSet, content_type = "application/json",
+            body = super::schemas::JwkSet, content_type = "application/json",
             headers(
                 ("Cache-Control" = String, description = "`public, max-age=N`, N from \
                     `keys.jwks_max_age`."),

@@ -8,9 +8,7 @@ pub mod client_credentials;
 mod error;
 mod introspection;
 mod issue;
-pub mod keyring;
 mod login_gate;
-pub mod maintenance;
 mod password_grant;
 mod refresh_grant;
 mod revocation;
@@ -23,7 +21,11 @@ pub use client_auth::{ClientAuth, authenticate};
 pub use error::OAuthError;
 pub use introspection::Introspection;
 pub use issue::{Subject, TokenResponse};
-pub use keyring::KeyRing;
+
+/// The key ring's path before it left this module, for callers not yet moved to [`crate::keys`].
+#[doc(hidden)]
+pub use crate::keys as keyring;
+pub use crate::keys::KeyRing;
 
 use crate::clock::Clock;
 use crate::config::Settings;

@@ -6,18 +6,24 @@
 //! active key at any moment on every instance, and rotation is just inserting the next
 //! generation, which the database's unique constraint lets only one instance do.
 
+mod kek_file;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::Clock;
+use crate::config::Settings;
 use crate::crypto::CryptoError;
 use crate::crypto::jwt::{JwtSigner, VerificationKeys};
 use crate::crypto::keys::{self, Kek, KeyAlgorithm};
 use crate::store::{AuditEvent, Store, StoreError, StoredKey};
+
+pub use kek_file::{KekError, load_kek};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +50,19 @@ pub struct KeyPolicy {
     pub access_ttl: i64,
     /// Clock skew allowed between instances, in seconds (see [`VerificationKeys::with_limits`]).
     pub clock_leeway: i64,
+}
+
+/// The key timing policy from settings.
+pub fn key_policy(settings: &Settings) -> KeyPolicy {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    KeyPolicy {
+        algorithm: settings.keys.algorithm,
+        rotation_interval: secs(settings.keys.rotation_interval),
+        publish_ahead: secs(settings.keys.publish_ahead),
+        jwks_max_age: secs(settings.keys.jwks_max_age),
+        access_ttl: secs(settings.tokens.access_ttl),
+        clock_leeway: secs(settings.tokens.clock_leeway),
+    }
 }
 
 /// One key as `tessera key list` shows it.

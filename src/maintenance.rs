@@ -4,7 +4,10 @@
 
 use serde::Serialize;
 
-use super::keyring::{KeyState, describe};
+use crate::config::Settings;
+use crate::crypto::jwt::KEY_PROPAGATION;
+use crate::keys::{KeyState, describe};
+use crate::oauth::Policy;
 use crate::store::{GcCutoffs, GcReport, Store, StoreError};
 
 /// What one clean-up deleted.
@@ -53,7 +56,7 @@ pub async fn collect_garbage(
                 .revoked_family_retention
                 .max(max_ttl)
                 // Twice: the instance deleting and the one that revoked may each be ahead.
-                .saturating_add(2 * policy.clock_leeway.max(crate::crypto::jwt::KEY_PROPAGATION)),
+                .saturating_add(2 * policy.clock_leeway.max(KEY_PROPAGATION)),
         ),
     };
     store
@@ -91,11 +94,11 @@ pub async fn collect_garbage(
 }
 
 impl CleanupPolicy {
-    pub fn from_settings(s: &crate::config::Settings) -> Self {
+    pub fn from_settings(s: &Settings) -> Self {
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             audit_retention: secs(s.audit.retention),
-            revoked_family_retention: super::Policy::from_settings(s)
+            revoked_family_retention: Policy::from_settings(s)
                 .refresh_reuse_detection
                 .max(secs(s.tokens.access_ttl)),
             throttle_idle: secs(s.security.max_backoff).max(3600),
