@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of the hot pure functions on the token endpoints (issue 6):
+//! Criterion micro-benchmarks of the hot pure functions on the token endpoints:
 //! JWT signing per algorithm (keys parsed once, as the server keeps them), JWT verification as
 //! introspection does it, refresh-token generation and hashing, form parsing, and Basic
 //! credential parsing (`Authorization: Basic`, RFC 6749 §2.3.1) with the secret check.

@@ -254,8 +254,9 @@ fn hash_with(params: &Params, password: &str) -> Result<String, CryptoError> {
 
 /// Checks `password` against a PHC string. The parameters come from the string, not from
 /// the instance. Argon2's working memory (19 MiB at the default cost) is allocated once per
-/// hashing thread and reused: allocating and zeroing it on every call cost about 8 % of the
-/// verify rate and let the allocator's footprint grow under a flood.
+/// hashing thread and reused: allocating and zeroing it on every call slowed every verify
+/// (`tools/loadgen argon2` measures both ways; BENCHMARKS.md) and let the allocator's
+/// footprint grow under a flood.
 fn verify_with(stored: &str, password: &str) -> bool {
     thread_local! {
         static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };

@@ -1,7 +1,7 @@
 //! Access tokens whose signature has already been checked, so that introspecting the same token
-//! again costs a SHA-256 instead of an ECDSA or RSA verification (ES256 verify is about 60 µs,
-//! more than the rest of an introspection). A resource server asks about the same token on
-//! every request it serves during the token's lifetime, so hits are the common case.
+//! again costs a SHA-256 instead of an ECDSA or RSA verification, which costs more than the rest
+//! of an introspection (criterion's `jwt_verify`, BENCHMARKS.md). A resource server asks about
+//! the same token on every request it serves during the token's lifetime, so hits are common.
 //!
 //! Only what cannot change about a token is remembered: that our key signed exactly these
 //! bytes, and the claims in them. What can change is checked on every hit as on a miss: the
