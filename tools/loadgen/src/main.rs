@@ -1,18 +1,6 @@
-//! tessera-loadgen: the load generator behind `scripts/bench`.
-//!
-//! Modes:
-//!   tessera-loadgen run --addr 127.0.0.1:PORT --scenario NAME [--duration 10s]
-//!       [--connections 50] [--threads 1] [--gateway ID:SECRET] [--cc ID:SECRET]
-//!       [--rs ID:SECRET] [--users 1000] [--user-prefix bench] [--password PW] [--scope read]
-//!     Opens `--connections` keep-alive HTTP/1.1 connections, one virtual client each, runs
-//!     the scenario for `--duration` and prints one JSON line with the results.
-//!   tessera-loadgen argon2 [--seconds 2] [--m 19456] [--t 2] [--p 1] [--reuse-memory true]
-//!                          [--threads CORES]
-//!     Single-thread argon2id verify rate as the server verifies (PHC parse, `verify_password`,
-//!     which allocates the memory per call), then with one buffer reused across calls, then
-//!     that on --threads threads at once; JSON.
-//!   tessera-loadgen ready --addr 127.0.0.1:PORT [--timeout 30s]
-//!     Polls GET /readyz every 2 ms until it answers 200; prints the Unix time in nanoseconds.
+//! tessera-loadgen: the load generator behind `scripts/bench`, in three modes: `run` (a
+//! scenario over keep-alive connections), `argon2` (verify rates) and `ready` (time to the first
+//! `/readyz` 200); `tessera-loadgen help MODE` lists each mode's options. Each prints JSON.
 //!
 //! Traffic goes only to loopback addresses (anything else is refused), and every loop is bounded
 //! by the duration or a timeout.
@@ -26,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
@@ -45,108 +34,147 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// `--key value` options.
-struct Opts(BTreeMap<String, String>);
-
-impl Opts {
-    fn parse(args: impl Iterator<Item = String>) -> Self {
-        let mut map = BTreeMap::new();
-        let mut args = args.peekable();
-        while let Some(arg) = args.next() {
-            let Some(key) = arg.strip_prefix("--") else {
-                die(&format!("unexpected argument {arg}"));
-            };
-            let value = match args.peek() {
-                Some(v) if !v.starts_with("--") => args.next().unwrap_or_default(),
-                _ => String::from("true"),
-            };
-            map.insert(key.to_owned(), value);
-        }
-        Self(map)
-    }
-
-    fn str(&self, key: &str, default: &str) -> String {
-        self.0
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-
-    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
-        match self.0.get(key) {
-            None => default,
-            Some(v) => v
-                .parse()
-                .unwrap_or_else(|_| die(&format!("--{key}: not a number: {v}"))),
-        }
-    }
-
-    fn duration(&self, key: &str, default: Duration) -> Duration {
-        match self.0.get(key) {
-            None => default,
-            Some(v) => {
-                parse_duration(v).unwrap_or_else(|| die(&format!("--{key}: bad duration {v}")))
-            }
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        let raw = self.str("addr", "127.0.0.1:8080");
-        let addr: SocketAddr = raw
-            .parse()
-            .unwrap_or_else(|_| die(&format!("--addr: not IP:PORT: {raw}")));
-        if !addr.ip().is_loopback() {
-            die("--addr must be a loopback address (127.0.0.0/8 or ::1)");
-        }
-        addr
-    }
+#[derive(Parser)]
+#[command(
+    name = "tessera-loadgen",
+    about = "Keep-alive HTTP/1.1 load generator for Tessera's benchmark scenarios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
 }
 
-/// `10s`, `500ms`, `2m`, or a bare number of seconds.
-fn parse_duration(v: &str) -> Option<Duration> {
+#[derive(Subcommand)]
+enum Mode {
+    /// Opens `--connections` keep-alive HTTP/1.1 connections, one virtual client each, runs the
+    /// scenario for `--duration` and prints one JSON line with the results.
+    Run(RunArgs),
+    /// Single-thread argon2id verify rate as the server once verified (PHC parse,
+    /// `verify_password`, which allocates the memory per call), then with one buffer reused
+    /// across calls, then that on `--threads` threads at once.
+    Argon2(Argon2Args),
+    /// Polls GET /readyz every 2 ms until it answers 200; prints the Unix time in nanoseconds.
+    Ready(ReadyArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The server, IP:PORT on loopback.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = loopback)]
+    addr: SocketAddr,
+    #[arg(long, value_enum, default_value_t = Scenario::Ceiling)]
+    scenario: Scenario,
+    /// `10s`, `500ms`, `2m`, or a bare number of seconds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Virtual clients, each on a connection of its own (1 to 5000).
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// ID:SECRET of the gateway client (password and refresh_token grants).
+    #[arg(long, value_name = "ID:SECRET", default_value = "")]
+    gateway: String,
+    /// ID:SECRET of the client_credentials client.
+    #[arg(long, value_name = "ID:SECRET", default_value = "")]
+    cc: String,
+    /// ID:SECRET of the resource server that introspects.
+    #[arg(long, value_name = "ID:SECRET", default_value = "")]
+    rs: String,
+    /// Users `<user-prefix>0` .. to log in as, round robin.
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    #[arg(long, default_value = "bench")]
+    user_prefix: String,
+    /// The users' password.
+    #[arg(long, default_value = "")]
+    password: String,
+    #[arg(long, default_value = "read")]
+    scope: String,
+}
+
+#[derive(Args)]
+struct Argon2Args {
+    /// How long each measurement runs.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    seconds: Duration,
+    /// Memory cost in KiB.
+    #[arg(long, default_value_t = 19456)]
+    m: u32,
+    /// Iterations.
+    #[arg(long, default_value_t = 2)]
+    t: u32,
+    /// Lanes.
+    #[arg(long, default_value_t = 1)]
+    p: u32,
+    /// Also measure with one buffer reused across calls (and on every thread at once).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true")]
+    reuse_memory: bool,
+    /// Threads of the parallel measurement; one per core by default.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct ReadyArgs {
+    /// The server, IP:PORT on loopback.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = loopback)]
+    addr: SocketAddr,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// An `IP:PORT` on loopback: the only place this tool sends traffic.
+fn loopback(raw: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = raw.parse().map_err(|_| format!("not IP:PORT: {raw}"))?;
+    if !addr.ip().is_loopback() {
+        return Err("must be a loopback address (127.0.0.0/8 or ::1)".into());
+    }
+    Ok(addr)
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds; under an hour.
+fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => (&v[..i], &v[i..]),
         None => (v, "s"),
     };
-    let n: f64 = num.parse().ok()?;
+    let bad = || format!("bad duration {v}");
+    let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return None,
+        _ => return Err(bad()),
     };
-    (secs > 0.0 && secs < 3600.0).then(|| Duration::from_secs_f64(secs))
+    if secs > 0.0 && secs < 3600.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(bad())
+    }
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mode = args.next().unwrap_or_default();
-    let opts = Opts::parse(args);
-    match mode.as_str() {
-        "run" => run_mode(&opts),
-        "argon2" => argon2_mode(&opts),
-        "ready" => ready_mode(&opts),
-        _ => die("usage: tessera-loadgen run|argon2|ready [--options]; see the source header"),
+    match Cli::parse().mode {
+        Mode::Run(args) => run_mode(&args),
+        Mode::Argon2(args) => argon2_mode(&args),
+        Mode::Ready(args) => ready_mode(&args),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // argon2: the single-core verify rate the password budget is measured against.
 
-fn argon2_mode(opts: &Opts) {
+fn argon2_mode(args: &Argon2Args) {
     use argon2::password_hash::phc::PasswordHash;
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
     use argon2::{Algorithm, Argon2, Params, Version};
 
-    let seconds = opts.duration("seconds", Duration::from_secs(2));
-    let params = Params::new(
-        opts.num("m", 19456),
-        opts.num("t", 2),
-        opts.num("p", 1),
-        None,
-    )
-    .unwrap_or_else(|e| die(&format!("argon2 params: {e}")));
+    let seconds = args.seconds;
+    let params = Params::new(args.m, args.t, args.p, None)
+        .unwrap_or_else(|e| die(&format!("argon2 params: {e}")));
     let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let password = b"benchmark password 1";
     let phc: String = hasher
@@ -187,7 +215,7 @@ fn argon2_mode(opts: &Opts) {
             .is_ok()
             && out.as_slice() == expected.as_bytes()
     };
-    let (n_reuse, elapsed_reuse) = if opts.str("reuse-memory", "true") == "true" {
+    let (n_reuse, elapsed_reuse) = if args.reuse_memory {
         rate(&mut reused_verify)
     } else {
         (0, 1.0)
@@ -195,10 +223,9 @@ fn argon2_mode(opts: &Opts) {
     // The reused-buffer verify on every core at once, nothing else running: what the machine
     // allows in parallel. On a VM whose vCPUs share physical cores or memory bandwidth this is
     // below cores x the single-core rate, and no server can beat it.
-    let threads: usize = opts.num(
-        "threads",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    );
+    let threads: usize = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let parallel = if n_reuse > 0 {
         let started = Instant::now();
         let total: u64 = std::thread::scope(|scope| {
@@ -255,9 +282,8 @@ fn argon2_mode(opts: &Opts) {
 // ---------------------------------------------------------------------------------------------
 // ready: time to first /readyz 200.
 
-fn ready_mode(opts: &Opts) {
-    let addr = opts.addr();
-    let timeout = opts.duration("timeout", Duration::from_secs(30));
+fn ready_mode(args: &ReadyArgs) {
+    let (addr, timeout) = (args.addr, args.timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -401,7 +427,8 @@ impl Conn {
 // ---------------------------------------------------------------------------------------------
 // run: the scenarios.
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
 enum Scenario {
     Password,
     PasswordOverload,
@@ -413,19 +440,6 @@ enum Scenario {
 }
 
 impl Scenario {
-    fn parse(s: &str) -> Self {
-        match s {
-            "password" => Self::Password,
-            "password_overload" => Self::PasswordOverload,
-            "refresh" => Self::Refresh,
-            "client_credentials" => Self::ClientCredentials,
-            "introspect" => Self::Introspect,
-            "jwks" => Self::Jwks,
-            "ceiling" => Self::Ceiling,
-            other => die(&format!("unknown scenario {other}")),
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Self::Password => "password",
@@ -750,25 +764,23 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
 }
 
-fn run_mode(opts: &Opts) {
-    let addr = opts.addr();
-    let scenario = Scenario::parse(&opts.str("scenario", "ceiling"));
-    let connections: usize = opts.num("connections", 50);
-    let threads: usize = opts.num("threads", 1);
+fn run_mode(args: &RunArgs) {
+    let (addr, scenario, connections, threads) =
+        (args.addr, args.scenario, args.connections, args.threads);
     if connections == 0 || connections > 5000 {
         die("--connections must be 1..=5000");
     }
     let ctx = Arc::new(Ctx {
         addr,
         scenario,
-        duration: opts.duration("duration", Duration::from_secs(10)),
-        gateway: basic(&opts.str("gateway", "")),
-        cc: basic(&opts.str("cc", "")),
-        rs: basic(&opts.str("rs", "")),
-        user_prefix: opts.str("user-prefix", "bench"),
-        users: opts.num("users", 1000u64).max(1),
-        password: opts.str("password", ""),
-        scope: opts.str("scope", "read"),
+        duration: args.duration,
+        gateway: basic(&args.gateway),
+        cc: basic(&args.cc),
+        rs: basic(&args.rs),
+        user_prefix: args.user_prefix.clone(),
+        users: args.users.max(1),
+        password: args.password.clone(),
+        scope: args.scope.clone(),
         next_user: AtomicU64::new(0),
     });
     let rt = if threads <= 1 {
