@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::oauth::keyring::KeyPolicy;
 use crate::oauth::maintenance::{CleanupPolicy, collect_garbage};
 use crate::oauth::{KeyRing, OAuth, Policy};
-use crate::store::{AuditWriter, Backend, PoolOptions, Store, WriterOptions};
+use crate::store::{AuditWriter, PoolOptions, Store, WriterOptions};
 
 pub struct Application {
     port: u16,
@@ -64,18 +64,14 @@ fn kek_file_for(url: &str) -> Option<PathBuf> {
 
 /// The key-encryption key: from settings; else, on SQLite, from (or into) a file beside the
 /// database; on Postgres, refused, because every instance must share one configured key.
-pub fn load_kek(
-    settings: &Settings,
-    backend: Backend,
-    create: bool,
-) -> anyhow::Result<Option<Kek>> {
+pub fn load_kek(settings: &Settings, store: &Store, create: bool) -> anyhow::Result<Option<Kek>> {
     if !settings.keys.encryption_key.is_empty() {
         return Ok(Some(
             Kek::from_base64(settings.keys.encryption_key.expose())
                 .context("keys.encryption_key")?,
         ));
     }
-    if backend == Backend::Postgres {
+    if store.is_shared() {
         if create {
             bail!(
                 "keys.encryption_key is required with Postgres: set TESSERA__KEYS__ENCRYPTION_KEY to 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
@@ -161,15 +157,12 @@ pub fn key_policy(settings: &Settings) -> KeyPolicy {
 
 impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let mut store = open_store(&settings).await?;
+        let store = open_store(&settings).await?;
         if settings.database.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
         }
-        let client_cache = store
-            .cache_clients(settings.database.url.expose())
-            .map(tokio::spawn);
-        let batches = store.batch_statements().map(tokio::spawn);
-        let kek = load_kek(&settings, store.backend(), true)?;
+        let listeners = store.follow_changes();
+        let kek = load_kek(&settings, &store, true)?;
         let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
             .await
             .context("loading signing keys")?;
@@ -268,7 +261,7 @@ impl Application {
         tracing::info!(
             address = %settings.server.bind.ip(),
             port,
-            database = store.backend().name(),
+            database = store.kind(),
             scheme,
             "tessera listening"
         );
@@ -308,8 +301,7 @@ impl Application {
             store,
             background: [maintenance, cleanup, partitions, key_watch]
                 .into_iter()
-                .chain(client_cache)
-                .chain(batches)
+                .chain(listeners)
                 .collect(),
             audit_task,
         })

@@ -120,7 +120,7 @@ pub async fn run(cmd: KeyCommand, admin: &Admin) -> anyhow::Result<()> {
 }
 
 async fn ring(admin: &Admin) -> anyhow::Result<Arc<KeyRing>> {
-    let kek = startup::load_kek(&admin.settings, admin.store.backend(), true)?;
+    let kek = startup::load_kek(&admin.settings, &admin.store, true)?;
     Ok(KeyRing::start(
         admin.store.clone(),
         kek,

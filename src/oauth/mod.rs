@@ -13,8 +13,10 @@ mod login_gate;
 pub mod maintenance;
 mod password_grant;
 mod refresh_grant;
+mod refresh_rules;
 mod revocation;
 pub mod scope;
+mod throttle;
 pub mod usernames;
 
 use std::sync::Arc;

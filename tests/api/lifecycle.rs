@@ -510,7 +510,7 @@ pub(crate) fn etag_of(response: &reqwest::Response) -> String {
 
 async fn side_ring(app: &TestApp) -> Arc<KeyRing> {
     let store = open_store(&app.settings).await.expect("store");
-    let kek = load_kek(&app.settings, store.backend(), true).expect("kek");
+    let kek = load_kek(&app.settings, &store, true).expect("kek");
     let clock: Arc<dyn Clock> = app.clock.clone();
     KeyRing::start(store, kek, clock, key_policy(&app.settings))
         .await
