@@ -1,9 +1,9 @@
 //! Whether an access token is still usable (not denylisted, client still registered, user still
 //! enabled and without a password change since) is read from the database on every
 //! introspection, so that a revocation is seen at once by every instance. On Postgres the
-//! checks of concurrent introspections share one query ([`super::batch`]): measured on 2 cores,
-//! 17.0k introspections/s with one query in flight, 14.5k with two, 11.7k with four, and about
-//! 4k with a query per check.
+//! checks of concurrent introspections share one query ([`super::batch`]), one query in
+//! flight: the introspect scenario in BENCHMARKS.md measures one, two and four against a
+//! query per check.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;

@@ -35,11 +35,11 @@ use crate::store::StoreError;
 const IN_FLIGHT: usize = 4;
 /// How long the next batch waits for a running statement before it starts beside it.
 const STALL: Duration = Duration::from_millis(20);
-/// Most bytes of parameters in one statement, by the batcher's own estimate. Over TLS a bigger
-/// message goes out in two records and two writes; sqlx leaves Nagle's algorithm on, so the
-/// second write waits for the server's delayed ACK of the first (40 ms on Linux). Measured
-/// before this bound: every 100-300 ms all 50 connections of the refresh benchmark stalled for
-/// about 55 ms together (p99 57 ms), and not at all with `sslmode=disable` (p99 18 ms).
+/// Most bytes of parameters in one statement, by the batcher's own estimate: under one TLS
+/// record, so that a batch goes out in one write. A bigger message went out in two writes, the
+/// second waiting for the server's delayed ACK of the first when Nagle's algorithm was on, and
+/// every connection of the refresh scenario stalled together (BENCHMARKS.md, "batch parameters
+/// kept under one TLS record").
 const MAX_BYTES: usize = 12 * 1024;
 /// Requests waiting for a batch; a full queue makes callers wait, not fail.
 const QUEUE: usize = 8_192;

@@ -40,9 +40,9 @@ pub(super) struct RotationItem {
 
 pub(super) type Rotations = Batcher<RotationItem, Option<FamilyUserRow>>;
 
-/// One statement at a time, measured best on 2 cores: 2.9k rotations/s against 2.5k with two
-/// or four at once (and 2.0k with a statement per rotation), because every statement costs
-/// the database more than the rotations in it.
+/// One statement at a time: every statement costs the database more than the rotations in
+/// it, so fewer, larger batches rotate more per second (the refresh scenario in
+/// BENCHMARKS.md compares one, two and four in flight).
 pub(super) fn start(pool: PgPool) -> (Rotations, impl Future<Output = ()> + Send + 'static) {
     Batcher::start(pool, "refresh_rotation", 1, weigh, rotate_batch)
 }
