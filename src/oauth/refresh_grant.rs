@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::crypto::tokens;
 use std::sync::Arc;
 
-use crate::store::{AuditEvent, ClientRecord, Narrowing, Rotation, RotationRequest};
+use crate::store::{AuditEvent, ClientRecord, Narrowing, Rotation, RotationRequest, StoreError};
 
 use super::issue::{Subject, TokenResponse};
 use super::refresh_rules::{self, Refusal};
@@ -127,11 +127,21 @@ impl OAuth {
                 revoked.details = json!({ "reason": "reuse_detected" });
                 // Concurrent reuses all get here; only the one that revoked the family records
                 // it, and the others are refused as revoked.
-                if self
+                let events = [reuse, revoked];
+                let mut newly = self
                     .store
-                    .revoke_family(&family_id, now, "reuse_detected", &[reuse, revoked])
-                    .await?
-                {
+                    .revoke_family(&family_id, now, "reuse_detected", &events)
+                    .await;
+                // A lost answer is asked once more: revoking is a compare-and-set, so a
+                // revocation that did commit is found done, and one that did not is done now
+                // rather than left to a retry that may never come.
+                if matches!(newly, Err(StoreError::Unavailable(_))) {
+                    newly = self
+                        .store
+                        .revoke_family(&family_id, now, "reuse_detected", &events)
+                        .await;
+                }
+                if newly? {
                     metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
                     return Ok(());
                 }

@@ -386,7 +386,8 @@ macro_rules! refresh_statements {
         }
 
         /// The multi-statement rotation, in `tx`: claims the token, inserts its successor and
-        /// the audit row, and commits; `None`, changing nothing, when the claim fails.
+        /// the audit row, and commits; when the claim fails, changes nothing and says how the
+        /// token stands.
         async fn claim_in(
             &self,
             mut tx: sqlx::Transaction<'static, Db>,
@@ -405,7 +406,13 @@ macro_rules! refresh_statements {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(family_id) = claimed else {
-                return Ok(None);
+                // Read in the claim's transaction: on SQLite nothing can change the token
+                // between the failed claim and this look.
+                let found = sqlx::query_as::<_, RefreshLookup>(LOOKUP)
+                    .bind(req.presented_hash.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Ok(Some(Rotation::NotClaimed(found)));
             };
             let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!("WHERE f.id = $1"))
                 .bind(&family_id)

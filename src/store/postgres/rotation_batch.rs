@@ -1,15 +1,15 @@
 //! Refresh rotation on Postgres, with concurrent rotations sharing one statement and one commit
 //! ([`super::batch`]). Each rotation in the batch is the same compare-and-set as the statement
-//! of its own it replaces (`ROTATE_IN_ONE_STATEMENT` in [`super::rotation`]): the presented token is marked rotated
-//! only if nobody marked it first, its family is live, belongs to the presenting client and its
-//! user is enabled; then the successor and the audit row are inserted and the family and its
-//! owner returned. A rotation whose claim matches nothing gets no row and changes nothing; its
-//! caller then diagnoses why (unknown, revoked, reused) in a transaction of its own, after the
-//! batch has committed. The same token presented twice in one batch is claimed once: `UPDATE
-//! ... FROM` changes a row at most once, so the other request finds it rotated, as it would
-//! have arriving a moment later. Rows are claimed in the order of their hashes, so that two
-//! batches running at once lock shared tokens in the same order (and a deadlock that happens
-//! anyway is retried by the batcher, the statement having rolled back).
+//! of its own it replaces (`ROTATE_IN_ONE_STATEMENT` in [`super::rotation`]): the presented
+//! token is marked rotated only if nobody marked it first, its family is live, belongs to the
+//! presenting client and its user is enabled; then the successor and the audit row are
+//! inserted and the family and its owner returned. A rotation whose claim matches nothing gets
+//! no row and changes nothing; its caller then reads how the token stands, after the batch has
+//! committed, for `oauth::refresh_rules` to judge. The same token presented twice in one batch
+//! is claimed once: `UPDATE ... FROM` changes a row at most once, so the other request finds it
+//! rotated, as it would have arriving a moment later. Rows are claimed in the order of their
+//! hashes, so that two batches running at once lock shared tokens in the same order (and a
+//! deadlock that happens anyway is retried by the batcher, the statement having rolled back).
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
