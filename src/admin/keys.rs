@@ -46,7 +46,7 @@ impl Admin {
     /// The key ring as a server starts it (creating the key-encryption key file beside a
     /// SQLite database if there is none yet).
     async fn key_ring(&self) -> Result<Arc<KeyRing>, AdminError> {
-        let kek = load_kek(&self.settings, self.store.backend(), true)?;
+        let kek = load_kek(&self.settings, &self.store, true)?;
         Ok(KeyRing::start(
             self.store.clone(),
             kek,

@@ -1,13 +1,13 @@
 //! Where the key-encryption key comes from: the settings; else, on SQLite, a file beside the
-//! database (generated on first use); on Postgres nowhere else, since every instance must share
-//! one configured key.
+//! database (generated on first use); on a database several servers share (Postgres) nowhere
+//! else, since every instance must share one configured key.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
 use crate::crypto::CryptoError;
 use crate::crypto::keys::Kek;
-use crate::store::Backend;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KekError {
@@ -54,19 +54,16 @@ fn kek_file_for(url: &str) -> Option<PathBuf> {
 }
 
 /// The key-encryption key: from settings; else, on SQLite, from (or, with `create`, into) a
-/// file beside the database; on Postgres, refused when `create`, else `None`.
-pub fn load_kek(
-    settings: &Settings,
-    backend: Backend,
-    create: bool,
-) -> Result<Option<Kek>, KekError> {
+/// file beside the database; on a database several servers share (Postgres), refused when
+/// `create`, else `None`.
+pub fn load_kek(settings: &Settings, store: &Store, create: bool) -> Result<Option<Kek>, KekError> {
     if !settings.keys.encryption_key.is_empty() {
         return Ok(Some(
             Kek::from_base64(settings.keys.encryption_key.expose())
                 .map_err(KekError::Configured)?,
         ));
     }
-    if backend == Backend::Postgres {
+    if store.is_shared() {
         if create {
             return Err(KekError::RequiredWithPostgres);
         }

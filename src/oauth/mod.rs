@@ -11,8 +11,10 @@ mod issue;
 mod login_gate;
 mod password_grant;
 mod refresh_grant;
+mod refresh_rules;
 mod revocation;
 pub mod scope;
+mod throttle;
 pub mod usernames;
 
 use std::sync::Arc;

@@ -235,14 +235,16 @@ impl OAuth {
             loop {
                 // The time of the failure, not of the request: a request that queued must not
                 // write a lock that has already run out.
-                let result = store
-                    .record_login_failure(
-                        &account,
-                        clock.now(),
+                let now = clock.now();
+                let lock = |failures| {
+                    super::throttle::lock_until(
+                        failures,
+                        now,
                         policy.max_failures,
                         policy.max_backoff,
                     )
-                    .await;
+                };
+                let result = store.record_login_failure(&account, now, &lock).await;
                 let done = result.is_ok();
                 if let Some(first) = first.take() {
                     let _ = first.send(result);

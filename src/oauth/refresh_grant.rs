@@ -3,9 +3,12 @@
 use serde_json::json;
 
 use crate::crypto::tokens;
-use crate::store::{AuditEvent, ClientRecord, Rotation, RotationRequest};
+use std::sync::Arc;
+
+use crate::store::{AuditEvent, ClientRecord, Narrowing, Rotation, RotationRequest, StoreError};
 
 use super::issue::{Subject, TokenResponse};
+use super::refresh_rules::{self, Refusal};
 use super::{OAuth, OAuthError, scope};
 
 const INVALID: &str = "the refresh token is invalid, expired or revoked";
@@ -29,46 +32,25 @@ impl OAuth {
         }
 
         let new_token = tokens::generate(tokens::REFRESH_PREFIX);
-        let grace_cutoff = if self.policy.refresh_reuse_grace > 0 {
-            now - self.policy.refresh_reuse_grace
-        } else {
-            i64::MAX
-        };
         let outcome = self
             .store
             .rotate_refresh_token(RotationRequest {
                 presented_hash: tokens::hash(presented),
                 client_id: client.client_id.clone(),
                 now,
-                grace_cutoff,
                 new_hash: tokens::hash(&new_token),
                 new_idle_expires_at: now.saturating_add(self.policy.refresh_idle_ttl),
                 forget_rotated_at: now.saturating_add(self.policy.refresh_reuse_detection),
-                requested_scope: requested.clone(),
+                narrowing: requested.clone().map(|wanted| {
+                    Arc::new(move |granted: &str| scope::within(&wanted, granted)) as Narrowing
+                }),
                 success_event: AuditEvent::new(now, actor.clone(), "token.refresh", "")
                     .client(&client.client_id)
                     .details(json!({ "grant": "refresh_token" })),
-                reuse_event: AuditEvent::new(now, actor.clone(), "refresh.reuse_detected", "")
-                    .outcome("denied")
-                    .client(&client.client_id),
             })
             .await?;
-
         let (family, user) = match outcome {
             Rotation::Rotated { family, user } => (family, user),
-            Rotation::Reused { .. } => {
-                metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
-                return Err(OAuthError::invalid_grant(INVALID));
-            }
-            Rotation::WrongClient {
-                username,
-                family_id,
-                owner_client,
-            } => {
-                self.revoke_stolen_family(client, username, family_id, owner_client, now)
-                    .await?;
-                return Err(OAuthError::invalid_grant(INVALID));
-            }
             Rotation::ScopeNotGranted => {
                 self.record(&[AuditEvent::new(now, actor, "refresh.scope_denied", "")
                     .outcome("denied")
@@ -79,28 +61,10 @@ impl OAuth {
                     "scope exceeds what was originally granted".into(),
                 ));
             }
-            other => {
-                let (reason, username) = match other {
-                    Rotation::NotFound => ("unknown_token", None),
-                    Rotation::Expired { username } => ("expired", Some(username)),
-                    Rotation::Revoked { username } => ("revoked", Some(username)),
-                    Rotation::UserDisabled { username } => ("user_disabled", Some(username)),
-                    Rotation::ReusedWithinGrace { username } => {
-                        ("reused_within_grace", Some(username))
-                    }
-                    _ => ("unknown_token", None),
-                };
-                let mut event = AuditEvent::new(
-                    now,
-                    actor,
-                    "refresh.failure",
-                    username.clone().unwrap_or_default(),
-                )
-                .outcome("failure")
-                .client(&client.client_id)
-                .details(json!({ "reason": reason }));
-                event.username = username;
-                self.record(&[event]).await?;
+            Rotation::NotClaimed(found) => {
+                let cutoff = refresh_rules::grace_cutoff(now, self.policy.refresh_reuse_grace);
+                let refusal = refresh_rules::judge(found, &client.client_id, cutoff);
+                self.refuse(client, refusal, now).await?;
                 return Err(OAuthError::invalid_grant(INVALID));
             }
         };
@@ -129,6 +93,78 @@ impl OAuth {
             refresh_token: Some(new_token),
             scope: granted.join(" "),
         })
+    }
+
+    /// Carries out a refusal: revokes the family where the rules say so, audits the attempt.
+    async fn refuse(
+        &self,
+        client: &ClientRecord,
+        refusal: Refusal,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let actor = Self::actor(&client.client_id);
+        let (reason, username) = match refusal {
+            Refusal::WrongClient {
+                username,
+                family_id,
+                owner_client,
+            } => {
+                return self
+                    .revoke_stolen_family(client, username, family_id, owner_client, now)
+                    .await;
+            }
+            Refusal::Reused {
+                username,
+                family_id,
+            } => {
+                let reuse =
+                    AuditEvent::new(now, actor.clone(), "refresh.reuse_detected", &family_id)
+                        .outcome("denied")
+                        .user(&username)
+                        .client(&client.client_id);
+                let mut revoked = reuse.clone();
+                revoked.action = "refresh.family_revoked";
+                revoked.details = json!({ "reason": "reuse_detected" });
+                // Concurrent reuses all get here; only the one that revoked the family records
+                // it, and the others are refused as revoked.
+                let events = [reuse, revoked];
+                let mut newly = self
+                    .store
+                    .revoke_family(&family_id, now, "reuse_detected", &events)
+                    .await;
+                // A lost answer is asked once more: revoking is a compare-and-set, so a
+                // revocation that did commit is found done, and one that did not is done now
+                // rather than left to a retry that may never come.
+                if matches!(newly, Err(StoreError::Unavailable(_))) {
+                    newly = self
+                        .store
+                        .revoke_family(&family_id, now, "reuse_detected", &events)
+                        .await;
+                }
+                if newly? {
+                    metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
+                    return Ok(());
+                }
+                ("revoked", Some(username))
+            }
+            Refusal::Unknown => ("unknown_token", None),
+            Refusal::Expired { username } => ("expired", Some(username)),
+            Refusal::Revoked { username } => ("revoked", Some(username)),
+            Refusal::UserDisabled { username } => ("user_disabled", Some(username)),
+            Refusal::ReusedWithinGrace { username } => ("reused_within_grace", Some(username)),
+        };
+        let mut event = AuditEvent::new(
+            now,
+            actor,
+            "refresh.failure",
+            username.clone().unwrap_or_default(),
+        )
+        .outcome("failure")
+        .client(&client.client_id)
+        .details(json!({ "reason": reason }));
+        event.username = username;
+        self.record(&[event]).await?;
+        Ok(())
     }
 
     /// A client presented a refresh token issued to another: whoever holds it, the family can

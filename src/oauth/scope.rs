@@ -50,6 +50,14 @@ pub fn grant(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>,
     }
 }
 
+/// Whether every scope `requested` is among the space-separated `granted` (a narrowing, never a
+/// widening: RFC 6749 §6).
+pub fn within(requested: &[String], granted: &str) -> bool {
+    requested
+        .iter()
+        .all(|r| granted.split_whitespace().any(|g| g == r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +85,14 @@ mod tests {
             Err(OAuthError::InvalidScope(_))
         ));
         assert_eq!(grant(Some(""), &allowed).expect("ok"), allowed);
+    }
+
+    #[test]
+    fn within_allows_narrowing_only() {
+        assert!(within(&v(&["read"]), "read write"));
+        assert!(within(&v(&["read", "write"]), "write  read"));
+        assert!(!within(&v(&["admin"]), "read write"));
+        assert!(!within(&v(&["rea"]), "read"));
+        assert!(within(&[], ""));
     }
 }

@@ -84,15 +84,12 @@ fn oauth_core(
 
 impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let mut store = open_store(&settings).await?;
+        let store = open_store(&settings).await?;
         if settings.database.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
         }
-        let client_cache = store
-            .cache_clients(settings.database.url.expose())
-            .map(tokio::spawn);
-        let batches = store.batch_statements().map(tokio::spawn);
-        let kek = load_kek(&settings, store.backend(), true)?;
+        let store_tasks = store.follow_changes();
+        let kek = load_kek(&settings, &store, true)?;
         let keys = KeyRing::start(store.clone(), kek, clock.clone(), key_policy(&settings))
             .await
             .context("loading signing keys")?;
@@ -113,17 +110,13 @@ impl Application {
             issuer,
             algorithm,
         );
-        let listeners = server::listen(&settings, oauth, metadata, store.backend().name())?;
+        let listeners = server::listen(&settings, oauth, metadata, store.kind())?;
         Ok(Self {
             port: listeners.port,
             metrics_port: listeners.metrics_port,
             servers: listeners.servers,
             store,
-            background: background
-                .into_iter()
-                .chain(client_cache)
-                .chain(batches)
-                .collect(),
+            background: background.into_iter().chain(store_tasks).collect(),
             audit_task,
         })
     }

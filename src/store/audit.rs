@@ -2,9 +2,6 @@
 //! it describes wherever there is one.
 
 use serde::Serialize;
-use sqlx::AnyConnection;
-
-use super::{Store, StoreError};
 
 /// A security event about to be recorded.
 #[derive(Debug, Clone)]
@@ -115,75 +112,79 @@ pub(super) fn values(first: usize, events: usize) -> String {
         .join(", ")
 }
 
-/// Binds `events` to the placeholders [`values`] made.
-pub(super) fn bind<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    events: &[AuditEvent],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for e in events {
-        query = query
-            .bind(e.at)
-            .bind(e.actor.clone())
-            .bind(e.action)
-            .bind(e.target.clone())
-            .bind(e.outcome)
-            // Stored lower-case (as usernames are normalized) so that `tessera audit
-            // --user` finds every event of an account whatever case was typed.
-            .bind(e.username.as_deref().map(str::to_lowercase))
-            .bind(e.client_id.clone())
-            .bind(e.details.to_string());
-    }
-    query
-}
+/// The audit statements shared by both backends.
+macro_rules! audit_statements {
+    () => {
+        /// Binds `events` to the placeholders [`values`] made.
+        fn bind_audit<'q>(
+            mut query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+            events: &[AuditEvent],
+        ) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+            for e in events {
+                query = query
+                    .bind(e.at)
+                    .bind(e.actor.clone())
+                    .bind(e.action)
+                    .bind(e.target.clone())
+                    .bind(e.outcome)
+                    // Stored lower-case (as usernames are normalized) so that `tessera audit
+                    // --user` finds every event of an account whatever case was typed.
+                    .bind(e.username.as_deref().map(str::to_lowercase))
+                    .bind(e.client_id.clone())
+                    .bind(e.details.to_string());
+            }
+            query
+        }
 
-/// Inserts events with one multi-row statement per [`MAX_BATCH`] rows.
-pub(super) async fn insert(
-    conn: &mut AnyConnection,
-    events: &[AuditEvent],
-) -> Result<(), sqlx::Error> {
-    for chunk in events.chunks(MAX_BATCH) {
-        let sql = format!(
-            "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
-            values(1, chunk.len())
-        );
-        // Only numbered placeholders are generated; every value is bound.
-        bind(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
-            .execute(&mut *conn)
+        /// Inserts events with one multi-row statement per [`MAX_BATCH`] rows.
+        async fn insert_audit(conn: &mut Conn, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+            for chunk in events.chunks(MAX_BATCH) {
+                let sql = format!(
+                    "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+                    values(1, chunk.len())
+                );
+                // Only numbered placeholders are generated; every value is bound.
+                Self::bind_audit(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        /// Records events that go with no state change (a failed login, a denied request).
+        pub(super) async fn record(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+            let mut conn = self.pool.acquire().await?;
+            Self::insert_audit(&mut conn, events).await?;
+            Ok(())
+        }
+
+        /// Newest first.
+        pub(super) async fn audit_query(
+            &self,
+            filter: &AuditFilter,
+        ) -> Result<Vec<AuditRow>, StoreError> {
+            // NULL parameters switch a condition off, so one statement serves every filter and
+            // the planner still uses the (column, at) indexes for the ones given.
+            let rows = sqlx::query_as::<_, AuditRow>(
+                "SELECT id, at, actor, action, target, outcome, username, client_id, details \
+                 FROM audit_log \
+                 WHERE ($1 IS NULL OR username = $1) \
+                   AND ($2 IS NULL OR client_id = $2) \
+                   AND ($3 IS NULL OR action = $3) \
+                   AND at >= $4 AND (at, id) < ($5, $6) \
+                 ORDER BY at DESC, id DESC LIMIT $7",
+            )
+            .bind(filter.username.as_deref())
+            .bind(filter.client_id.as_deref())
+            .bind(filter.action.as_deref())
+            .bind(filter.since.unwrap_or(i64::MIN))
+            .bind(filter.after.map_or(i64::MAX, |a| a.0))
+            .bind(filter.after.map_or(i64::MAX, |a| a.1))
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
             .await?;
-    }
-    Ok(())
+            Ok(rows)
+        }
+    };
 }
-
-impl Store {
-    /// Records events that go with no state change (a failed login, a denied request).
-    pub async fn record(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert(&mut conn, events).await?;
-        Ok(())
-    }
-
-    /// Newest first.
-    pub async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        // NULL parameters switch a condition off, so one statement serves every filter and
-        // the planner still uses the (column, at) indexes for the ones given.
-        let rows = sqlx::query_as::<_, AuditRow>(
-            "SELECT id, at, actor, action, target, outcome, username, client_id, details \
-             FROM audit_log \
-             WHERE ($1 IS NULL OR username = $1) \
-               AND ($2 IS NULL OR client_id = $2) \
-               AND ($3 IS NULL OR action = $3) \
-               AND at >= $4 AND (at, id) < ($5, $6) \
-             ORDER BY at DESC, id DESC LIMIT $7",
-        )
-        .bind(filter.username.as_deref())
-        .bind(filter.client_id.as_deref())
-        .bind(filter.action.as_deref())
-        .bind(filter.since.unwrap_or(i64::MIN))
-        .bind(filter.after.map_or(i64::MAX, |a| a.0))
-        .bind(filter.after.map_or(i64::MAX, |a| a.1))
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
-    }
-}
+pub(super) use audit_statements;

@@ -3,11 +3,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use std::sync::Arc;
-
-use super::audit::{self, AuditEvent};
-use super::client_cache::{self, ClientCache};
-use super::{Backend, Store, StoreError, conflict_or, join_list, split_list};
+use super::split_list;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientRecord {
@@ -49,7 +45,7 @@ pub struct NewClient {
 }
 
 #[derive(FromRow)]
-struct ClientRow {
+pub(super) struct ClientRow {
     client_id: String,
     name: String,
     secret_hash: Option<Vec<u8>>,
@@ -79,212 +75,166 @@ impl From<ClientRow> for ClientRecord {
     }
 }
 
-const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, grant_types, scopes, audiences, \
+pub(super) const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, grant_types, scopes, audiences, \
                               access_ttl, introspect, created_at, updated_at";
 
-impl Store {
-    pub async fn create_client(
-        &self,
-        client: &NewClient,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO clients (client_id, name, secret_hash, grant_types, scopes, audiences, \
-             access_ttl, introspect, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-        )
-        .bind(&client.client_id)
-        .bind(&client.name)
-        .bind(client.secret_hash.clone())
-        .bind(join_list(&client.grant_types))
-        .bind(join_list(&client.scopes))
-        .bind(join_list(&client.audiences))
-        .bind(client.access_ttl)
-        .bind(i64::from(client.introspect))
-        .bind(client.now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_or(e, "client"))?;
-        self.announce_client_change(&mut tx, &client.client_id)
-            .await?;
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The client if [`Store::cache_clients`] holds it in memory; no database access.
-    pub fn cached_client(&self, client_id: &str) -> Option<ClientRecord> {
-        let hit = self.clients.as_ref().and_then(|c| c.get(client_id));
-        if hit.is_some() {
-            metrics::counter!("tessera_client_lookups_total", "source" => "memory").increment(1);
-        }
-        hit
-    }
-
-    /// The client as the database has it now; the cache, if any, takes the answer too.
-    pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        metrics::counter!("tessera_client_lookups_total", "source" => "database").increment(1);
-        let generation = self.clients.as_ref().and_then(|c| c.generation());
-        let row = sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"
-        )))
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let record = row.map(ClientRecord::from);
-        if let (Some(cache), Some(generation), Some(record)) = (&self.clients, generation, &record)
-        {
-            cache.put(generation, record);
-        }
-        Ok(record)
-    }
-
-    /// Keeps client records in memory, on Postgres; the returned task (to be spawned) keeps
-    /// them current. See [`client_cache`](super::client_cache).
-    pub fn cache_clients(&mut self, url: &str) -> Option<impl Future<Output = ()> + use<>> {
-        if self.backend != Backend::Postgres {
-            return None;
-        }
-        let cache = Arc::new(ClientCache::default());
-        self.clients = Some(cache.clone());
-        Some(client_cache::listen(
-            cache,
-            self.key_changes.clone(),
-            url.to_owned(),
-            self.pool.clone(),
-        ))
-    }
-
-    /// Tells every instance's client cache that `client_id` changed, when `tx` commits.
-    async fn announce_client_change(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        client_id: &str,
-    ) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(client_cache::CHANNEL)
-                .bind(client_id)
-                .execute(&mut **tx)
+/// The client statements shared by both backends; each backend adds `find_client` (through
+/// its cache, if it has one) and `announce_client_change`.
+macro_rules! client_statements {
+    () => {
+        pub(super) async fn create_client(
+            &self,
+            client: &NewClient,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO clients (client_id, name, secret_hash, grant_types, scopes, audiences, \
+                 access_ttl, introspect, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            )
+            .bind(&client.client_id)
+            .bind(&client.name)
+            .bind(client.secret_hash.clone())
+            .bind(join_list(&client.grant_types))
+            .bind(join_list(&client.scopes))
+            .bind(join_list(&client.audiences))
+            .bind(client.access_ttl)
+            .bind(i64::from(client.introspect))
+            .bind(client.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, "client"))?;
+            self.announce_client_change(&mut tx, &client.client_id)
                 .await?;
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        Ok(())
-    }
 
-    /// Clients in id order, one page.
-    pub async fn list_clients(&self, page: &super::Page) -> Result<Vec<ClientRecord>, StoreError> {
-        let rows = sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2"
-        )))
-        .bind(page.after.as_deref().unwrap_or(""))
-        .bind(page.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(ClientRecord::from).collect())
-    }
-
-    /// Replaces the secret hash of a confidential client.
-    pub async fn set_client_secret(
-        &self,
-        client_id: &str,
-        secret_hash: &[u8],
-        now: i64,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE clients SET secret_hash = $1, updated_at = $2 WHERE client_id = $3 AND secret_hash IS NOT NULL",
-        )
-        .bind(secret_hash.to_vec())
-        .bind(now)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound("confidential client"));
-        }
-        self.announce_client_change(&mut tx, client_id).await?;
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Updates what a client may do (`tessera client update`).
-    pub async fn update_client(
-        &self,
-        client: &ClientRecord,
-        now: i64,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE clients SET name = $1, grant_types = $2, scopes = $3, audiences = $4, \
-             access_ttl = $5, introspect = $6, updated_at = $7 WHERE client_id = $8",
-        )
-        .bind(&client.name)
-        .bind(join_list(&client.grant_types))
-        .bind(join_list(&client.scopes))
-        .bind(join_list(&client.audiences))
-        .bind(client.access_ttl)
-        .bind(i64::from(client.introspect))
-        .bind(now)
-        .bind(&client.client_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound("client"));
-        }
-        self.announce_client_change(&mut tx, &client.client_id)
+        /// The client as the database has it now.
+        async fn read_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+            metrics::counter!("tessera_client_lookups_total", "source" => "database").increment(1);
+            let row = sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"
+            )))
+            .bind(client_id)
+            .fetch_optional(&self.pool)
             .await?;
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+            Ok(row.map(ClientRecord::from))
+        }
 
-    /// Deletes a client; its refresh families go with it (ON DELETE CASCADE).
-    pub async fn delete_client(
-        &self,
-        client_id: &str,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+        /// Clients in id order, one page.
+        pub(super) async fn list_clients(&self, page: &Page) -> Result<Vec<ClientRecord>, StoreError> {
+            let rows = sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2"
+            )))
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(ClientRecord::from).collect())
+        }
+
+        /// Replaces the secret hash of a confidential client.
+        pub(super) async fn set_client_secret(
+            &self,
+            client_id: &str,
+            secret_hash: &[u8],
+            now: i64,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE clients SET secret_hash = $1, updated_at = $2 WHERE client_id = $3 AND secret_hash IS NOT NULL",
+            )
+            .bind(secret_hash.to_vec())
+            .bind(now)
             .bind(client_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound("client"));
+            if updated == 0 {
+                return Err(StoreError::NotFound("confidential client"));
+            }
+            self.announce_client_change(&mut tx, client_id).await?;
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        self.announce_client_change(&mut tx, client_id).await?;
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
 
-impl Store {
-    /// The longest per-client access-token lifetime, which bounds how long a retired key must
-    /// stay published.
-    pub async fn max_client_access_ttl(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MAX(access_ttl) FROM clients")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-}
+        /// Updates what a client may do (`tessera client update`).
+        pub(super) async fn update_client(
+            &self,
+            client: &ClientRecord,
+            now: i64,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE clients SET name = $1, grant_types = $2, scopes = $3, audiences = $4, \
+                 access_ttl = $5, introspect = $6, updated_at = $7 WHERE client_id = $8",
+            )
+            .bind(&client.name)
+            .bind(join_list(&client.grant_types))
+            .bind(join_list(&client.scopes))
+            .bind(join_list(&client.audiences))
+            .bind(client.access_ttl)
+            .bind(i64::from(client.introspect))
+            .bind(now)
+            .bind(&client.client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound("client"));
+            }
+            self.announce_client_change(&mut tx, &client.client_id)
+                .await?;
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
+        }
 
-impl Store {
-    /// Every scope some client may ask for, sorted (for `scopes_supported`).
-    pub async fn all_client_scopes(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT scopes FROM clients")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut scopes: Vec<String> = rows.iter().flat_map(|r| split_list(r)).collect();
-        scopes.sort();
-        scopes.dedup();
-        Ok(scopes)
-    }
+        /// Deletes a client; its refresh families go with it (ON DELETE CASCADE).
+        pub(super) async fn delete_client(
+            &self,
+            client_id: &str,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound("client"));
+            }
+            self.announce_client_change(&mut tx, client_id).await?;
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        /// The longest per-client access-token lifetime, which bounds how long a retired key must
+        /// stay published.
+        pub(super) async fn max_client_access_ttl(&self) -> Result<Option<i64>, StoreError> {
+            Ok(sqlx::query_scalar("SELECT MAX(access_ttl) FROM clients")
+                .fetch_one(&self.pool)
+                .await?)
+        }
+
+        /// Every scope some client may ask for, sorted (for `scopes_supported`).
+        pub(super) async fn all_client_scopes(&self) -> Result<Vec<String>, StoreError> {
+            let rows: Vec<String> = sqlx::query_scalar("SELECT scopes FROM clients")
+                .fetch_all(&self.pool)
+                .await?;
+            let mut scopes: Vec<String> = rows.iter().flat_map(|r| split_list(r)).collect();
+            scopes.sort();
+            scopes.dedup();
+            Ok(scopes)
+        }
+    };
 }
+pub(super) use client_statements;

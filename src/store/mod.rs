@@ -1,46 +1,90 @@
-//! All SQL lives here. One [`Store`] serves both backends through sqlx's `Any` driver: the
-//! schema keeps to types both share (text ids, BIGINT Unix seconds, BYTEA/BLOB hashes), so
-//! every statement is written once and the conformance tests run it on Postgres and SQLite.
+//! All SQL lives here. [`Store`] is one of two backends, chosen by the URL scheme at start:
+//! [`PgStore`] on a `PgPool`, with the Postgres fast paths it owns (client cache, statement
+//! batching, one-statement rotations, audit partitions), and [`SqliteStore`] on a `SqlitePool`.
+//! Statements both run the same way are written once, in the concept files below, and expanded
+//! into each backend's store; see ARCHITECTURE.md.
 
-mod access_checks;
 mod audit;
-mod audit_partitions;
 mod audit_writer;
-mod batch;
-mod client_cache;
 mod clients;
+mod error;
 mod keys;
 mod maintenance;
+mod postgres;
 mod refresh;
 mod roles;
-mod rotation_batch;
-mod sqlite_file;
+mod sqlite;
 mod throttle;
 mod users;
 
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
-
-pub use access_checks::AccessCheck;
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
 pub use audit_writer::{AuditWriter, OnOverload, WriterOptions};
 pub use clients::{ClientRecord, NewClient};
+pub use error::StoreError;
 pub use keys::{KeyChangeMarker, StoredKey};
-pub use maintenance::{GcCutoffs, GcReport};
+pub use maintenance::{AccessCheck, GcCutoffs, GcReport};
+pub use postgres::PgStore;
 pub use refresh::{
-    FamilyRecord, FamilySummary, NewFamily, RefreshLookup, Rotation, RotationRequest,
+    FamilyRecord, FamilySummary, Narrowing, NewFamily, RefreshLookup, Rotation, RotationRequest,
 };
 pub use roles::RoleRecord;
+pub use sqlite::SqliteStore;
 pub use throttle::ThrottleState;
 pub use users::{NewUser, UserRecord};
 
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// What the statements shared by both backends name; each backend module imports it whole,
+/// since a shared statement is expanded there (see [`shared`]).
+mod prelude {
+    pub(super) use super::audit::{AuditEvent, AuditFilter, AuditRow, COLUMNS, MAX_BATCH, values};
+    pub(super) use super::clients::{CLIENT_COLUMNS, ClientRecord, ClientRow, NewClient};
+    pub(super) use super::error::{StoreError, conflict_or};
+    pub(super) use super::keys::{KeyChangeMarker, StoredKey};
+    pub(super) use super::maintenance::{AccessCheck, GcCutoffs, GcReport, holds_nul};
+    pub(super) use super::refresh::{
+        FamilySummary, FamilyUserRow, LOOKUP, NewFamily, RefreshLookup, Rotation, RotationRequest,
+        claimable, claimed_rotation, family_and_owner,
+    };
+    pub(super) use super::roles::RoleRecord;
+    pub(super) use super::throttle::{LoginRow, ThrottleState, login_from_rows};
+    pub(super) use super::users::{
+        NewUser, UserRecord, UserRoleRow, fold_users, select_user_roles,
+    };
+    pub(super) use super::{Page, join_list, like_prefix, split_list};
+}
+
+/// Expands every statement shared by both backends into the `impl` block it is called in:
+/// the block's type has `pool`, `begin_write` and the `announce_*` hooks, and the module
+/// names its database `Db`, its connection `Conn` and its `MIGRATIONS`.
+macro_rules! shared_statements {
+    () => {
+        /// Applies the backend's embedded migrations (`MIGRATIONS`).
+        pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+            MIGRATIONS.run(&self.pool).await?;
+            Ok(())
+        }
+
+        pub(super) async fn ping(&self) -> Result<(), StoreError> {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        }
+
+        pub(super) async fn close(&self) {
+            self.pool.close().await;
+        }
+
+        $crate::store::audit::audit_statements!();
+        $crate::store::clients::client_statements!();
+        $crate::store::keys::key_statements!();
+        $crate::store::maintenance::maintenance_statements!();
+        $crate::store::refresh::refresh_statements!();
+        $crate::store::roles::role_statements!();
+        $crate::store::throttle::throttle_statements!();
+        $crate::store::users::user_statements!();
+    };
+}
+use shared_statements;
 
 /// One page of a listing: the rows that come after `after` (a listing's own cursor: a
 /// username, a client id, a family id) in its order, at most `limit` of them.
@@ -63,106 +107,13 @@ pub(crate) fn like_prefix(prefix: &str) -> String {
     pattern
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
+/// Space-separated list columns (grant types, scopes, audiences).
+fn join_list(items: &[String]) -> String {
+    items.join(" ")
 }
 
-impl Backend {
-    pub fn from_url(url: &str) -> Result<Self, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite)
-        } else {
-            Err(StoreError::Config(
-                "database.url must start with postgres:// or sqlite:".into(),
-            ))
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Sqlite => "sqlite",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0} already exists")]
-    Conflict(&'static str),
-    #[error("{0}")]
-    Config(String),
-    // The causes are part of the message, not `#[source]`s, so a printed chain says them once.
-    #[error("database is unavailable: {0}")]
-    Unavailable(sqlx::Error),
-    /// Unavailable before any statement of the operation was sent (no connection, or `BEGIN`
-    /// failed), so it cannot have changed anything.
-    #[error("database is unreachable: {0}")]
-    Unreachable(sqlx::Error),
-    #[error("database error: {0}")]
-    Backend(sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(sqlx::migrate::MigrateError),
-    #[error("cannot create the database file {}: {error}", path.display())]
-    File {
-        path: std::path::PathBuf,
-        error: std::io::Error,
-    },
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(err: sqlx::migrate::MigrateError) -> Self {
-        Self::Migrate(err)
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
-            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
-                Self::Unavailable(err)
-            }
-            _ => Self::Backend(err),
-        }
-    }
-}
-
-impl StoreError {
-    /// The error of getting a connection or starting a transaction: as [`From`] classifies it,
-    /// with unavailability marked as [`StoreError::Unreachable`].
-    pub(super) fn before_sending(err: sqlx::Error) -> Self {
-        match Self::from(err) {
-            Self::Unavailable(e) => Self::Unreachable(e),
-            other => other,
-        }
-    }
-}
-
-/// Postgres codes meaning "the server is going away or not accepting us now".
-fn is_unavailable_code(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("57P01" | "57P02" | "57P03" | "53300" | "08000" | "08003" | "08006" | "3D000")
-    )
-}
-
-/// Maps a unique-constraint violation to `Conflict(what)`, anything else through `From`.
-fn conflict_or(err: sqlx::Error, what: &'static str) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
-        _ => err.into(),
-    }
+fn split_list(column: &str) -> Vec<String> {
+    column.split_whitespace().map(str::to_owned).collect()
 }
 
 /// Pool settings, independent of the config file layout.
@@ -176,161 +127,150 @@ pub struct PoolOptions {
     pub idle_in_transaction_timeout: Duration,
 }
 
+/// The database, whichever backend holds it. Cheap to clone: both backends share their pool
+/// and fast paths between clones.
 #[derive(Clone, Debug)]
-pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
-    /// Set on a serving instance on Postgres ([`Store::cache_clients`]).
-    clients: Option<Arc<client_cache::ClientCache>>,
-    /// Set on a serving instance on Postgres ([`Store::batch_access_checks`]).
-    access_checks: Option<access_checks::AccessChecker>,
-    /// Set with `access_checks`.
-    rotations: Option<rotation_batch::Rotations>,
-    /// Woken by a key change another process announced (Postgres NOTIFY).
-    key_changes: Arc<tokio::sync::Notify>,
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
 }
 
 impl Store {
-    /// Connects (creating the SQLite file if needed) and checks the database answers.
+    /// Connects to `postgres://` or `sqlite:` (creating the SQLite file if needed) and checks
+    /// the database answers.
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::from_url(url)?;
-        let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
-                if url.contains('?') {
-                    format!("{url}&mode=rwc")
-                } else {
-                    format!("{url}?mode=rwc")
-                }
-            }
-            _ => url.to_owned(),
-        };
-        if backend == Backend::Sqlite {
-            sqlite_file::create_private(&url)?;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect(url, options).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect(url, options).await?))
+        } else {
+            Err(StoreError::Config(
+                "database.url must start with postgres:// or sqlite:".into(),
+            ))
         }
-        let idle_in_transaction = options.idle_in_transaction_timeout;
-        let connect_options = AnyConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Config(format!("database.url is not valid: {e}")))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .min_connections(options.min_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx pings every connection it hands out; that is a full round trip per query
-            // on the hot path. A dead connection fails its first statement instead, which the
-            // request answers with 503 while sqlx drops the connection.
-            .test_before_acquire(false)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    // Tessera never waits inside a transaction for anything but the database,
-                    // so a session idle in one is an instance or a network that is gone; its
-                    // row locks would otherwise hold up every request for those rows until
-                    // TCP gives up on it.
-                    if backend == Backend::Postgres && !idle_in_transaction.is_zero() {
-                        sqlx::query(
-                            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
-                        )
-                        .bind(format!("{}ms", idle_in_transaction.as_millis().max(1)))
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; the busy timeout makes
-                        // writers queue instead of failing; foreign keys are off by default.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(connect_options)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Configuration(_) => StoreError::Config(format!("database.url: {e}")),
-                other => StoreError::Unavailable(other),
-            })?;
-        Ok(Self {
-            pool,
-            backend,
-            clients: None,
-            access_checks: None,
-            rotations: None,
-            key_changes: Arc::default(),
-        })
     }
 
-    /// On Postgres, makes concurrent introspection checks ([`Store::access_token_usable`]) and
-    /// concurrent refresh rotations share statements ([`batch`]); the returned task (to be
-    /// spawned) runs them. SQLite has no round trips to save and one writer at a time.
-    pub fn batch_statements(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
-        if self.backend != Backend::Postgres {
-            return None;
+    /// The backend's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
         }
-        let (checker, checks) = access_checks::start(self.clone());
-        let (rotations, rotating) = rotation_batch::start(self.clone());
-        self.access_checks = Some(checker);
-        self.rotations = Some(rotations);
-        Some(async move {
-            tokio::join!(checks, rotating);
-        })
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    /// Whether several servers may share this database. A secret kept in a file beside it
+    /// (the key-encryption key) would then differ between them.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 
-    /// Applies the embedded migrations for this backend.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+    /// Starts what keeps a serving instance's fast paths current (the Postgres client cache
+    /// and key-change listener); the handles end with the server.
+    pub fn follow_changes(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        match self {
+            Self::Postgres(pg) => vec![tokio::spawn(pg.follow_changes())],
+            Self::Sqlite(_) => Vec::new(),
         }
-        Ok(())
     }
 
-    /// `SELECT 1` through the pool (readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// The client from memory, when the backend keeps clients there; no database access.
+    pub fn cached_client(&self, client_id: &str) -> Option<ClientRecord> {
+        match self {
+            Self::Postgres(pg) => pg.cached_client(client_id),
+            Self::Sqlite(_) => None,
+        }
     }
 
     /// Connections open / idle, for metrics.
     pub fn pool_stats(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    /// Starts a transaction that will write. SQLite takes the write lock up front
-    /// (`BEGIN IMMEDIATE`) so that two writers queue on the busy timeout instead of one
-    /// failing when it upgrades its read lock.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(StoreError::before_sending)?,
-            Backend::Postgres => self
-                .pool
-                .begin()
-                .await
-                .map_err(StoreError::before_sending)?,
-        })
+        match self {
+            Self::Postgres(pg) => (pg.pool.size(), pg.pool.num_idle()),
+            Self::Sqlite(lite) => (lite.pool.size(), lite.pool.num_idle()),
+        }
     }
 }
 
-/// Space-separated list columns (grant types, scopes, audiences).
-fn join_list(items: &[String]) -> String {
-    items.join(" ")
+/// Each method forwards to the backend's store: one `match` per call, no boxing.
+macro_rules! forward {
+    ($( $(#[$meta:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$meta])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        Self::Postgres(pg) => pg.$name($($arg),*).await,
+                        Self::Sqlite(lite) => lite.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
 }
 
-fn split_list(column: &str) -> Vec<String> {
-    column.split_whitespace().map(str::to_owned).collect()
+forward! {
+    /// Applies the embedded migrations for this backend.
+    fn migrate(&self) -> Result<(), StoreError>;
+    /// `SELECT 1` through the pool (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+    fn close(&self) -> ();
+
+    fn record(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+    fn prepare_audit_partitions(&self, now: i64, days_ahead: i64) -> Result<u64, StoreError>;
+    fn drop_audit_partitions(&self, cutoff: i64) -> Result<(u64, u64), StoreError>;
+
+    fn create_client(&self, client: &NewClient, event: &AuditEvent) -> Result<(), StoreError>;
+    fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    fn list_clients(&self, page: &Page) -> Result<Vec<ClientRecord>, StoreError>;
+    fn set_client_secret(&self, client_id: &str, secret_hash: &[u8], now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn update_client(&self, client: &ClientRecord, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn delete_client(&self, client_id: &str, event: &AuditEvent) -> Result<(), StoreError>;
+    fn max_client_access_ttl(&self) -> Result<Option<i64>, StoreError>;
+    fn all_client_scopes(&self) -> Result<Vec<String>, StoreError>;
+
+    fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    fn insert_key(&self, key: &StoredKey, event: &AuditEvent) -> Result<(), StoreError>;
+    fn retire_key(&self, kid: &str, at: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn revoke_key(&self, kid: &str, at: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn activate_key_at(&self, kid: &str, at: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn key_change_marker(&self) -> Result<KeyChangeMarker, StoreError>;
+    /// Resolves when another process has announced a key change (Postgres NOTIFY, heard by
+    /// [`Store::follow_changes`]); never on SQLite, where only the marker tells.
+    fn key_change_announced(&self) -> ();
+    fn delete_key(&self, kid: &str) -> Result<u64, StoreError>;
+
+    fn gc_batch(&self, cut: GcCutoffs, batch: i64) -> Result<GcReport, StoreError>;
+    fn deny_access_token(&self, jti: &str, expires_at: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn access_token_usable(&self, check: AccessCheck) -> Result<bool, StoreError>;
+
+    fn create_family(&self, family: &NewFamily, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    fn rotate_refresh_token(&self, req: RotationRequest) -> Result<Rotation, StoreError>;
+    fn find_refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshLookup>, StoreError>;
+    fn revoke_family(&self, family_id: &str, now: i64, reason: &str, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    fn revoke_families(&self, user_id: Option<&str>, client_id: Option<&str>, now: i64, reason: &str, event: &AuditEvent) -> Result<u64, StoreError>;
+    fn list_families(&self, user_id: &str, now: i64, page: &Page) -> Result<Vec<FamilySummary>, StoreError>;
+
+    fn create_role(&self, name: &str, description: &str, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn list_roles(&self) -> Result<Vec<RoleRecord>, StoreError>;
+    fn delete_role(&self, name: &str, force: bool, event: &AuditEvent) -> Result<i64, StoreError>;
+    fn count_role_members(&self, name: &str) -> Result<i64, StoreError>;
+
+    fn login_throttle(&self, username_normalized: &str) -> Result<Option<ThrottleState>, StoreError>;
+    fn find_login(&self, username_normalized: &str) -> Result<(Option<UserRecord>, Option<ThrottleState>), StoreError>;
+    fn record_login_failure(&self, username_normalized: &str, now: i64, lock_until: &(dyn Fn(i64) -> Option<i64> + Sync)) -> Result<i64, StoreError>;
+    fn clear_login_failures(&self, username_normalized: &str, seen: i64) -> Result<(), StoreError>;
+    fn gc_login_throttle(&self, cutoff: i64, batch: i64) -> Result<u64, StoreError>;
+
+    fn create_user(&self, user: &NewUser, event: &AuditEvent) -> Result<(), StoreError>;
+    fn list_users(&self, page: &Page, prefix: Option<&str>) -> Result<Vec<UserRecord>, StoreError>;
+    fn find_user(&self, username_normalized: &str) -> Result<Option<UserRecord>, StoreError>;
+    fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    fn set_password(&self, user_id: &str, hash: &str, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn upgrade_password_hash(&self, user_id: &str, old_hash: &str, new_hash: &str) -> Result<(), StoreError>;
+    fn set_user_disabled(&self, user_id: &str, disabled: bool, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn delete_user(&self, user_id: &str, event: &AuditEvent) -> Result<(), StoreError>;
+    fn grant_role(&self, user_id: &str, role: &str, event: &AuditEvent) -> Result<(), StoreError>;
+    fn revoke_role(&self, user_id: &str, role: &str, event: &AuditEvent) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]
@@ -338,26 +278,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backend_from_url() {
-        assert_eq!(
-            Backend::from_url("postgres://x/y").ok(),
-            Some(Backend::Postgres)
-        );
-        assert_eq!(
-            Backend::from_url("sqlite://t.db").ok(),
-            Some(Backend::Sqlite)
-        );
-        assert!(Backend::from_url("mysql://x").is_err());
-    }
-
-    #[test]
     fn migration_trees_match() {
-        let names = |m: &Migrator| {
+        let names = |m: &sqlx::migrate::Migrator| {
             m.iter()
                 .map(|m| (m.version, m.description.to_string()))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(&POSTGRES_MIGRATIONS), names(&SQLITE_MIGRATIONS));
-        assert!(POSTGRES_MIGRATIONS.iter().next().is_some());
+        assert_eq!(names(&postgres::MIGRATIONS), names(&sqlite::MIGRATIONS));
+        assert!(postgres::MIGRATIONS.iter().next().is_some());
+    }
+
+    #[test]
+    fn like_prefix_escapes_wildcards() {
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
     }
 }

@@ -1,10 +1,7 @@
 //! Users and their roles.
 
 use serde::Serialize;
-use sqlx::{AnyConnection, FromRow};
-
-use super::audit::{self, AuditEvent};
-use super::{Store, StoreError, conflict_or};
+use sqlx::FromRow;
 
 #[derive(Clone, Serialize)]
 pub struct UserRecord {
@@ -41,7 +38,7 @@ pub struct NewUser {
 }
 
 #[derive(FromRow)]
-struct UserRoleRow {
+pub(super) struct UserRoleRow {
     id: String,
     username: String,
     password_hash: String,
@@ -63,9 +60,10 @@ macro_rules! select_user_roles {
         )
     };
 }
+pub(super) use select_user_roles;
 
 /// Folds joined (user, role) rows, ordered by user, into records.
-fn fold_users(rows: Vec<UserRoleRow>) -> Vec<UserRecord> {
+pub(super) fn fold_users(rows: Vec<UserRoleRow>) -> Vec<UserRecord> {
     let mut users: Vec<UserRecord> = Vec::new();
     for row in rows {
         if users.last().is_none_or(|u| u.id != row.id) {
@@ -90,239 +88,242 @@ fn fold_users(rows: Vec<UserRoleRow>) -> Vec<UserRecord> {
     users
 }
 
-async fn role_exists(conn: &mut AnyConnection, role: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("SELECT 1 FROM roles WHERE name = $1")
-        .bind(role)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some())
-}
+macro_rules! user_statements {
+    () => {
+    async fn role_exists(conn: &mut Conn, role: &str) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query("SELECT 1 FROM roles WHERE name = $1")
+            .bind(role)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some())
+    }
 
-/// Ends every live refresh family of a user (disable, password change).
-pub(super) async fn revoke_user_families(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    now: i64,
-    reason: &str,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
-         WHERE user_id = $3 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(reason)
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
-}
-
-impl Store {
-    pub async fn create_user(&self, user: &NewUser, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        for role in &user.roles {
-            if !role_exists(&mut tx, role).await? {
-                return Err(StoreError::NotFound("role"));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO users (id, username, username_normalized, password_hash, disabled, \
-             created_at, updated_at, password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+    /// Ends every live refresh family of a user (disable, password change).
+    async fn revoke_user_families(
+        conn: &mut Conn,
+        user_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+             WHERE user_id = $3 AND revoked_at IS NULL",
         )
-        .bind(&user.id)
-        .bind(&user.username)
-        .bind(&user.username_normalized)
-        .bind(&user.password_hash)
-        .bind(i64::from(user.disabled))
-        .bind(user.now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_or(e, "user"))?;
-        for role in &user.roles {
-            sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
-                .bind(&user.id)
-                .bind(role)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| conflict_or(e, "role assignment"))?;
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+    }
+
+        pub(super) async fn create_user(&self, user: &NewUser, event: &AuditEvent) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            for role in &user.roles {
+                if !Self::role_exists(&mut tx, role).await? {
+                    return Err(StoreError::NotFound("role"));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO users (id, username, username_normalized, password_hash, disabled, \
+                 created_at, updated_at, password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+            )
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.username_normalized)
+            .bind(&user.password_hash)
+            .bind(i64::from(user.disabled))
+            .bind(user.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, "user"))?;
+            for role in &user.roles {
+                sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+                    .bind(&user.id)
+                    .bind(role)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| conflict_or(e, "role assignment"))?;
+            }
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
 
-    /// Users in username order, one page; `prefix` (normalized) keeps those whose username
-    /// starts with it. The page is picked on the unique username index alone, then joined.
-    pub async fn list_users(
-        &self,
-        page: &super::Page,
-        prefix: Option<&str>,
-    ) -> Result<Vec<UserRecord>, StoreError> {
-        let prefix = prefix.unwrap_or("");
-        // `>= prefix` lets the index start the scan there; LIKE decides.
-        let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
-            " WHERE u.id IN (SELECT id FROM users \
-               WHERE username_normalized > $1 AND username_normalized >= $2 \
-                 AND username_normalized LIKE $3 ESCAPE '\\' \
-               ORDER BY username_normalized LIMIT $4) \
-             ORDER BY u.username_normalized, u.id"
-        ))
-        .bind(page.after.as_deref().unwrap_or(""))
-        .bind(prefix)
-        .bind(super::like_prefix(prefix))
-        .bind(page.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(fold_users(rows))
-    }
-
-    /// Looks a user up by normalized username.
-    pub async fn find_user(
-        &self,
-        username_normalized: &str,
-    ) -> Result<Option<UserRecord>, StoreError> {
-        let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
-            " WHERE u.username_normalized = $1"
-        ))
-        .bind(username_normalized)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(fold_users(rows).into_iter().next())
-    }
-
-    pub async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(" WHERE u.id = $1"))
-            .bind(id)
+        /// Users in username order, one page; `prefix` (normalized) keeps those whose username
+        /// starts with it. The page is picked on the unique username index alone, then joined.
+        pub(super) async fn list_users(
+            &self,
+            page: &Page,
+            prefix: Option<&str>,
+        ) -> Result<Vec<UserRecord>, StoreError> {
+            let prefix = prefix.unwrap_or("");
+            // `>= prefix` lets the index start the scan there; LIKE decides.
+            let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
+                " WHERE u.id IN (SELECT id FROM users \
+                   WHERE username_normalized > $1 AND username_normalized >= $2 \
+                     AND username_normalized LIKE $3 ESCAPE '\\' \
+                   ORDER BY username_normalized LIMIT $4) \
+                 ORDER BY u.username_normalized, u.id"
+            ))
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(prefix)
+            .bind(like_prefix(prefix))
+            .bind(page.limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(fold_users(rows).into_iter().next())
-    }
-
-    /// Sets a new password and ends the user's refresh families, atomically.
-    pub async fn set_password(
-        &self,
-        user_id: &str,
-        hash: &str,
-        now: i64,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE users SET password_hash = $1, password_changed_at = $2, updated_at = $2 WHERE id = $3",
-        )
-        .bind(hash)
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound("user"));
+            Ok(fold_users(rows))
         }
-        revoke_user_families(&mut tx, user_id, now, "password_changed").await?;
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
 
-    /// Replaces a hash made with outdated parameters, only if it is still the one verified.
-    pub async fn upgrade_password_hash(
-        &self,
-        user_id: &str,
-        old_hash: &str,
-        new_hash: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
-            .bind(new_hash)
-            .bind(user_id)
-            .bind(old_hash)
-            .execute(&self.pool)
+        /// Looks a user up by normalized username.
+        pub(super) async fn find_user(
+            &self,
+            username_normalized: &str,
+        ) -> Result<Option<UserRecord>, StoreError> {
+            let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(
+                " WHERE u.username_normalized = $1"
+            ))
+            .bind(username_normalized)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(())
-    }
+            Ok(fold_users(rows).into_iter().next())
+        }
 
-    /// Enables or disables; disabling ends the user's refresh families in the same transaction.
-    pub async fn set_user_disabled(
-        &self,
-        user_id: &str,
-        disabled: bool,
-        now: i64,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
-            .bind(i64::from(disabled))
+        pub(super) async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+            let rows = sqlx::query_as::<_, UserRoleRow>(select_user_roles!(" WHERE u.id = $1"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(fold_users(rows).into_iter().next())
+        }
+
+        /// Sets a new password and ends the user's refresh families, atomically.
+        pub(super) async fn set_password(
+            &self,
+            user_id: &str,
+            hash: &str,
+            now: i64,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE users SET password_hash = $1, password_changed_at = $2, updated_at = $2 WHERE id = $3",
+            )
+            .bind(hash)
             .bind(now)
             .bind(user_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound("user"));
+            if updated == 0 {
+                return Err(StoreError::NotFound("user"));
+            }
+            Self::revoke_user_families(&mut tx, user_id, now, "password_changed").await?;
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        if disabled {
-            revoke_user_families(&mut tx, user_id, now, "user_disabled").await?;
-        }
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
 
-    /// Deletes a user; their roles and refresh families go with them (ON DELETE CASCADE).
-    pub async fn delete_user(&self, user_id: &str, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound("user"));
+        /// Replaces a hash made with outdated parameters, only if it is still the one verified.
+        pub(super) async fn upgrade_password_hash(
+            &self,
+            user_id: &str,
+            old_hash: &str,
+            new_hash: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(new_hash)
+                .bind(user_id)
+                .bind(old_hash)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
         }
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
 
-    pub async fn grant_role(
-        &self,
-        user_id: &str,
-        role: &str,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        if !role_exists(&mut tx, role).await? {
-            return Err(StoreError::NotFound("role"));
+        /// Enables or disables; disabling ends the user's refresh families in the same transaction.
+        pub(super) async fn set_user_disabled(
+            &self,
+            user_id: &str,
+            disabled: bool,
+            now: i64,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let updated = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+                .bind(i64::from(disabled))
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound("user"));
+            }
+            if disabled {
+                Self::revoke_user_families(&mut tx, user_id, now, "user_disabled").await?;
+            }
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
-            .bind(user_id)
-            .bind(role)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, "role assignment"))?;
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
 
-    pub async fn revoke_role(
-        &self,
-        user_id: &str,
-        role: &str,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_name = $2")
-            .bind(user_id)
-            .bind(role)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound("role assignment"));
+        /// Deletes a user; their roles and refresh families go with them (ON DELETE CASCADE).
+        pub(super) async fn delete_user(&self, user_id: &str, event: &AuditEvent) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound("user"));
+            }
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        audit::insert(&mut tx, std::slice::from_ref(event)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+
+        pub(super) async fn grant_role(
+            &self,
+            user_id: &str,
+            role: &str,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            if !Self::role_exists(&mut tx, role).await? {
+                return Err(StoreError::NotFound("role"));
+            }
+            sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+                .bind(user_id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, "role assignment"))?;
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        pub(super) async fn revoke_role(
+            &self,
+            user_id: &str,
+            role: &str,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_name = $2")
+                .bind(user_id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound("role assignment"));
+            }
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    };
 }
+pub(super) use user_statements;

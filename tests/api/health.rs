@@ -5,19 +5,9 @@ use crate::helpers::{Backend, spawn_app};
 
 async fn healthz_and_readyz_answer(backend: Backend) {
     let app = spawn_app(backend).await;
-    let health = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "ready");
@@ -25,19 +15,9 @@ async fn healthz_and_readyz_answer(backend: Backend) {
 
 async fn unknown_routes_and_methods_are_rejected(backend: Backend) {
     let app = spawn_app(backend).await;
-    let missing = app
-        .http
-        .get(app.url("/nope"))
-        .send()
-        .await
-        .expect("request");
+    let missing = app.get("/nope").await;
     assert_eq!(missing.status(), 404);
-    let wrong_method = app
-        .http
-        .get(app.url("/oauth/token"))
-        .send()
-        .await
-        .expect("request");
+    let wrong_method = app.get("/oauth/token").await;
     assert_eq!(wrong_method.status(), 405);
 }
 
@@ -51,40 +31,14 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_readyz_is_503_when_the_database_is_unreachable() {
     let app = spawn_app(Backend::Postgres).await;
-    assert_eq!(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/readyz").await.status(), 200);
     app.db.drop_database().await;
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["reason"], "database unreachable");
-    assert_eq!(
-        app.http
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
-    let jwks = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let jwks = app.get("/.well-known/jwks.json").await;
     assert_eq!(jwks.status(), 200);
 }

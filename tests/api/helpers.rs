@@ -4,8 +4,6 @@
 
 use std::sync::{Arc, Once};
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
 use tessera::admin::{Admin, ClientSpec};
@@ -14,6 +12,8 @@ use tessera::config::Settings;
 use tessera::crypto::keys::Kek;
 use tessera::startup::Application;
 
+pub use crate::common::http::{Client, access_token_of, basic, claims, kid_of, refresh_token_of};
+use crate::common::server::{overlay, run_cli};
 pub use crate::common::{Backend, TestDb};
 
 pub const ISSUER: &str = "http://tessera.test";
@@ -123,25 +123,6 @@ pub async fn execute(app: &TestApp, sql: &str) {
     let _ = conn.close().await;
 }
 
-/// A confidential client as registered: id and the secret shown once.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub id: String,
-    pub secret: String,
-}
-
-pub fn basic(id: &str, secret: &str) -> String {
-    let enc = |s: &str| url_encode(s);
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
-    )
-}
-
-fn url_encode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)]).expect("encode")[1..].to_owned()
-}
-
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
@@ -150,23 +131,24 @@ impl TestApp {
     /// Runs the `tessera` binary (another process, as an operator would) on this server's
     /// database; returns whether it succeeded, and its stdout and stderr.
     pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-        command
-            .args(args)
-            .current_dir(self.db.path())
-            .env_remove("RUST_LOG")
-            .env_remove("DATABASE_URL")
-            .env("TESSERA__DATABASE__URL", &self.db.url)
-            .env(
-                "TESSERA__KEYS__ENCRYPTION_KEY",
-                self.settings.keys.encryption_key.expose(),
-            )
-            .env("TESSERA__SERVER__ISSUER", ISSUER)
-            .env("TESSERA__LOG__LEVEL", "warn");
-        let output = tokio::task::spawn_blocking(move || command.output())
+        let mut env = Vec::new();
+        overlay(
+            &mut env,
+            &[
+                ("TESSERA__DATABASE__URL", &self.db.url),
+                (
+                    "TESSERA__KEYS__ENCRYPTION_KEY",
+                    self.settings.keys.encryption_key.expose(),
+                ),
+                ("TESSERA__SERVER__ISSUER", ISSUER),
+                ("TESSERA__LOG__LEVEL", "warn"),
+            ],
+        );
+        let dir = self.db.path();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let output = tokio::task::spawn_blocking(move || run_cli(&dir, &env, &args, None, &[]))
             .await
-            .expect("join")
-            .expect("tessera runs");
+            .expect("join");
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -281,12 +263,18 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
-    pub async fn jwks(&self) -> Value {
+    /// GETs `path`; the request must get an answer.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
-            .get(self.url("/.well-known/jwks.json"))
+            .get(self.url(path))
             .send()
             .await
-            .expect("jwks")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn jwks(&self) -> Value {
+        self.get("/.well-known/jwks.json")
+            .await
             .json()
             .await
             .expect("json")
@@ -327,10 +315,4 @@ pub fn verify_with_jwks(token: &str, jwks: &Value, audience: &str) -> Result<Val
     let data =
         jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| e.to_string())?;
     Ok(data.claims)
-}
-
-/// The claims of a JWT without verifying it (to inspect what was issued).
-pub fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("payload");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
 }

@@ -12,10 +12,9 @@ use tessera::crypto::keys::Kek;
 use tessera::startup::open_store;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, claims, spawn_app};
+use crate::helpers::{Backend, TestApp, access_token_of, claims, kid_of, spawn_app};
 use crate::lifecycle::{
-    access_token_of, etag_of, inactive, introspect, jwks_response, kid_of, kids,
-    seed_with_introspection,
+    etag_of, inactive, introspect, jwks_response, kids, seed_with_introspection,
 };
 
 /// How long a change may take to reach every instance.

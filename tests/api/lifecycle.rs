@@ -1,4 +1,4 @@
-//! A token's life after issue (issue 4): revocation (RFC 7009), introspection (RFC 7662),
+//! A token's life after issue: revocation (RFC 7009), introspection (RFC 7662),
 //! expiry, signing-key rotation seen through the JWKS, instances sharing one database, and
 //! clean-up of what has expired.
 
@@ -16,30 +16,9 @@ use tessera::store::{AuditFilter, StoreError};
 
 use crate::both_backends;
 use crate::helpers::{
-    Backend, Client, TestApp, TestDb, basic, claims, spawn_app, spawn_app_with, test_settings,
-    verify_with_jwks,
+    Backend, Client, TestApp, TestDb, access_token_of, basic, claims, kid_of, refresh_token_of,
+    spawn_app, spawn_app_with, test_settings, verify_with_jwks,
 };
-
-pub(crate) fn refresh_token_of(body: &Value) -> String {
-    body["refresh_token"]
-        .as_str()
-        .expect("a refresh token")
-        .to_owned()
-}
-
-pub(crate) fn access_token_of(body: &Value) -> String {
-    body["access_token"]
-        .as_str()
-        .expect("an access token")
-        .to_owned()
-}
-
-pub(crate) fn kid_of(token: &str) -> String {
-    jsonwebtoken::decode_header(token)
-        .expect("header")
-        .kid
-        .expect("kid")
-}
 
 /// Seeds, and lets `gateway` introspect.
 pub(crate) async fn seed_with_introspection(app: &TestApp) -> Client {
@@ -510,7 +489,7 @@ pub(crate) fn etag_of(response: &reqwest::Response) -> String {
 
 async fn side_ring(app: &TestApp) -> Arc<KeyRing> {
     let store = open_store(&app.settings).await.expect("store");
-    let kek = load_kek(&app.settings, store.backend(), true).expect("kek");
+    let kek = load_kek(&app.settings, &store, true).expect("kek");
     let clock: Arc<dyn Clock> = app.clock.clone();
     KeyRing::start(store, kek, clock, key_policy(&app.settings))
         .await

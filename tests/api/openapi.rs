@@ -8,12 +8,7 @@ use serde_json::Value;
 use crate::helpers::{Backend, spawn_app};
 
 async fn fetch(app: &crate::helpers::TestApp) -> Value {
-    let response = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi.json");
+    let response = app.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().ok(),

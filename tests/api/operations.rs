@@ -323,12 +323,7 @@ async fn metrics_stay_off_the_oauth_listener_unless_asked(backend: Backend) {
     // A failed login, so that the reason label exists.
     app.password_grant(&seeded, "alice", "not-the-password")
         .await;
-    let main = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("main");
+    let main = app.get("/metrics").await;
     assert_eq!(main.status(), 404);
     assert!(!main.text().await.expect("text").contains("tessera_"));
     let port = app.metrics_port.expect("a metrics listener of its own");

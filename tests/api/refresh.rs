@@ -9,23 +9,11 @@ use serde_json::{Value, json};
 use tessera::store::{AuditFilter, AuditRow};
 
 use crate::both_backends;
-use crate::helpers::{Backend, Client, TestApp, claims, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, Client, TestApp, access_token_of, claims, refresh_token_of, spawn_app, spawn_app_with,
+};
 
 const DAY: i64 = 86_400;
-
-fn refresh_token_of(body: &Value) -> String {
-    body["refresh_token"]
-        .as_str()
-        .expect("a refresh token in the response")
-        .to_owned()
-}
-
-fn access_token_of(body: &Value) -> String {
-    body["access_token"]
-        .as_str()
-        .expect("an access token in the response")
-        .to_owned()
-}
 
 /// Refreshes and expects success; returns the token response.
 async fn refresh_ok(app: &TestApp, client: &Client, token: &str) -> Value {

@@ -6,10 +6,10 @@ use serde_json::Value;
 use tessera::clock::Clock;
 
 use crate::both_backends;
-use crate::helpers::{Backend, Client, TestApp, claims, spawn_app};
-use crate::lifecycle::{
-    access_token_of, inactive, introspect, refresh_token_of, revoke, seed_with_introspection,
+use crate::helpers::{
+    Backend, Client, TestApp, access_token_of, claims, refresh_token_of, spawn_app,
 };
+use crate::lifecycle::{inactive, introspect, revoke, seed_with_introspection};
 
 /// A fresh session of alice's: its access token, refresh token and family id.
 async fn session(app: &TestApp, client: &Client) -> (String, String, String) {

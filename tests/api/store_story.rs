@@ -46,13 +46,11 @@ fn rotation(presented: &[u8], new: &[u8], client: &str, now: i64) -> RotationReq
         presented_hash: presented.to_vec(),
         client_id: client.into(),
         now,
-        grace_cutoff: i64::MAX,
         new_hash: new.to_vec(),
         new_idle_expires_at: now + 100,
         forget_rotated_at: now + 50,
-        requested_scope: None,
+        narrowing: None,
         success_event: event("token.refresh"),
-        reuse_event: event("refresh.reuse_detected"),
     }
 }
 
@@ -234,34 +232,59 @@ async fn refresh_rotation_is_compare_and_set(backend: Backend) {
         }
         other => panic!("expected rotation, got {other:?}"),
     }
-    assert!(matches!(
-        store
-            .rotate_refresh_token(rotation(b"t2", b"t3", "other", 1_200))
-            .await
-            .expect("rotate"),
-        Rotation::WrongClient { .. }
-    ));
-    // Reusing t1 revokes the family, so t2 dies too.
-    assert!(matches!(
-        store
-            .rotate_refresh_token(rotation(b"t1", b"t4", "c", 1_300))
-            .await
-            .expect("rotate"),
-        Rotation::Reused { .. }
-    ));
-    assert!(matches!(
-        store
-            .rotate_refresh_token(rotation(b"t2", b"t5", "c", 1_400))
-            .await
-            .expect("rotate"),
-        Rotation::Revoked { .. }
-    ));
+    // The store claims or reports how the token stands; what that means is oauth's to say.
+    match store
+        .rotate_refresh_token(rotation(b"t2", b"t3", "other", 1_200))
+        .await
+        .expect("rotate")
+    {
+        Rotation::NotClaimed(Some(found)) => {
+            assert_eq!(found.client_id, "c", "another client cannot claim it");
+            assert_eq!(found.rotated_at, None, "and it is left unrotated");
+        }
+        other => panic!("expected an unclaimed token, got {other:?}"),
+    }
+    // t1 was rotated: presenting it again claims nothing and shows when it was rotated.
+    match store
+        .rotate_refresh_token(rotation(b"t1", b"t4", "c", 1_300))
+        .await
+        .expect("rotate")
+    {
+        Rotation::NotClaimed(Some(found)) => {
+            assert_eq!(found.rotated_at, Some(1_100));
+            assert_eq!(found.family_id, "f1");
+            // Revoking the family on reuse is a compare-and-set: only the first wins.
+            let reused = [event("refresh.reuse_detected")];
+            assert!(
+                store
+                    .revoke_family("f1", 1_300, "reuse_detected", &reused)
+                    .await
+                    .expect("revoke")
+            );
+            assert!(
+                !store
+                    .revoke_family("f1", 1_300, "reuse_detected", &reused)
+                    .await
+                    .expect("revoke")
+            );
+        }
+        other => panic!("expected an unclaimed token, got {other:?}"),
+    }
+    // The family is revoked, so t2 cannot be claimed either.
+    match store
+        .rotate_refresh_token(rotation(b"t2", b"t5", "c", 1_400))
+        .await
+        .expect("rotate")
+    {
+        Rotation::NotClaimed(Some(found)) => assert_eq!(found.revoked_at, Some(1_300)),
+        other => panic!("expected a revoked token, got {other:?}"),
+    }
     assert!(matches!(
         store
             .rotate_refresh_token(rotation(b"zz", b"t6", "c", 1_400))
             .await
             .expect("rotate"),
-        Rotation::NotFound
+        Rotation::NotClaimed(None)
     ));
     let reuse = store
         .audit_query(&AuditFilter {

@@ -52,15 +52,13 @@ impl Tessera {
     }
 
     /// The environment every run gets: this test's database, cheap hashing, `USER=tester`;
-    /// `None` removes an inherited variable (`DATABASE_URL`, other `TESSERA__*`,
-    /// `TESSERA_ACTOR`).
+    /// `None` removes an inherited variable (those [`common::server::inherited`] names, and
+    /// `LOGNAME`).
     pub fn env(&self) -> Vec<(OsString, Option<OsString>)> {
-        let mut env: Vec<(OsString, Option<OsString>)> = std::env::vars_os()
-            .filter(|(key, _)| {
-                let key = key.to_string_lossy();
-                key.starts_with("TESSERA__") || key == "LOGNAME" || key == "TESSERA_ACTOR"
-            })
-            .map(|(key, _)| (key, None))
+        let mut env: Vec<(OsString, Option<OsString>)> = common::server::inherited()
+            .into_iter()
+            .chain(std::env::var_os("LOGNAME").map(|_| "LOGNAME".into()))
+            .map(|key| (key, None))
             .collect();
         env.push(("DATABASE_URL".into(), None));
         for (key, value) in [

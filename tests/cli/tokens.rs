@@ -1,13 +1,10 @@
 //! `tessera token ...`: with no sessions, and with real ones made by a running `tessera serve`.
 
-use std::net::TcpListener;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-use base64::Engine;
 use serde_json::Value;
 
 use crate::common::Backend;
+use crate::common::http::{http_client, login_as};
+use crate::common::server::Server;
 use crate::{PASSWORD, Tessera, actor, array, str_field};
 
 async fn user_without_sessions(backend: Backend) {
@@ -70,83 +67,31 @@ async fn token_errors(backend: Backend) {
     assert_eq!(t.snapshot(), before);
 }
 
-/// A `tessera serve` child process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-async fn serve(t: &Tessera, kek: &str) -> Server {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("tessera"));
-    for (key, value) in t.env() {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd.arg("serve")
-        .current_dir(t.db.path())
-        .env("TESSERA__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("TESSERA__METRICS__BIND", "127.0.0.1:0")
-        .env("TESSERA__SERVER__ISSUER", &base)
-        .env("TESSERA__SERVER__WORKERS", "1")
-        .env("TESSERA__KEYS__ENCRYPTION_KEY", kek)
-        .env("TESSERA__LOG__LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let server = Server {
-        child: cmd.spawn().expect("tessera serve starts"),
-        base,
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http
-            .get(format!("{}/readyz", server.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "tessera serve did not get ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// `tessera serve` on the test's database, ready.
+async fn serve(t: &Tessera) -> Server {
+    let mut server = Server::start_on(
+        &t.db.path(),
+        &t.db.url,
+        &[
+            ("TESSERA__SERVER__WORKERS", "1"),
+            ("TESSERA__LOG__LEVEL", "warn"),
+        ],
+    );
+    server.wait_ready(&http_client()).await;
+    server
 }
 
 /// Logs `username` in with the password grant; returns the token response.
 async fn login(server: &Server, client_id: &str, secret: &str, username: &str) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{}/oauth/token", server.base))
-        .basic_auth(client_id, Some(secret))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", username),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .expect("token request");
-    let status = response.status();
-    let body: Value = response.json().await.expect("JSON body");
-    assert!(status.is_success(), "{status}: {body}");
+    let body = login_as(
+        &http_client(),
+        &server.base(),
+        (client_id, secret),
+        username,
+        PASSWORD,
+    )
+    .await
+    .body;
     assert!(body["refresh_token"].is_string(), "{body}");
     body
 }
@@ -174,12 +119,7 @@ async fn list_and_revoke_real_sessions(backend: Backend) {
         ]);
         secrets.push(str_field(&added, "client_secret").to_owned());
     }
-    let key_bytes: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
-        .iter()
-        .flat_map(|u| *u.as_bytes())
-        .collect();
-    let kek = base64::engine::general_purpose::STANDARD.encode(key_bytes);
-    let server = serve(&t, &kek).await;
+    let server = serve(&t).await;
 
     let token = login(&server, "web", &secrets[0], "alice").await;
     login(&server, "cli", &secrets[1], "alice").await;

@@ -11,7 +11,10 @@ use base64::Engine;
 use serde_json::Value;
 use sqlx::Connection;
 
-use super::{Backend, KEK, PASSWORD, Server, TestDb};
+use crate::common::http::{login_as, password_grant, token};
+use crate::common::server::{CLIENT, KEK, PASSWORD, Server, free_port};
+use crate::common::{Backend, TestDb};
+use crate::with_password;
 
 /// Accepts Sentry envelope POSTs and keeps their bodies.
 struct Receiver {
@@ -98,10 +101,6 @@ fn serve_one(stream: std::net::TcpStream, kept: &Mutex<Vec<String>>) {
     }
 }
 
-fn with_password(url: &str, password: &str) -> String {
-    url.replacen("postgres@", &format!("postgres:{password}@"), 1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_reaches_the_tracker_without_secrets() {
     let receiver = Receiver::start();
@@ -121,14 +120,9 @@ async fn a_server_error_reaches_the_tracker_without_secrets() {
     let http = reqwest::Client::new();
     server.wait_ready(&http).await;
     let secret = server.seed();
-    let login: Value = server
-        .login(&http, &secret, &[])
-        .await
-        .json()
-        .await
-        .expect("json");
-    let refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
-    let access = login["access_token"].as_str().expect("access").to_owned();
+    let login = login_as(&http, &server.base(), (CLIENT, &secret), "alice", PASSWORD).await;
+    let refresh = login.field("refresh_token");
+    let access = login.field("access_token");
 
     // A table renamed away under the running server: the next login cannot be stored.
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("db");
@@ -228,10 +222,7 @@ async fn a_server_error_reaches_the_tracker_without_secrets() {
 /// answered as usual, and shutdown waits for it a couple of seconds at most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracker_down_or_hanging_costs_requests_nothing() {
-    let dead_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let dead_port = free_port();
     let hanging = TcpListener::bind("127.0.0.1:0").expect("bind");
     let hanging_port = hanging.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -250,16 +241,7 @@ async fn a_tracker_down_or_hanging_costs_requests_nothing() {
             .expect("client");
         server.wait_ready(&http).await;
         let secret = server.seed();
-        let token = |http: reqwest::Client, url: String, secret: String| async move {
-            http.post(url)
-                .basic_auth("gw", Some(secret))
-                .form(&[("grant_type", "client_credentials")])
-                .send()
-                .await
-                .expect("answer")
-                .status()
-                .as_u16()
-        };
+        let (base, gw) = (server.base(), (CLIENT, secret.as_str()));
         let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("db");
         sqlx::query("ALTER TABLE refresh_families RENAME TO refresh_families_away")
             .execute(&mut conn)
@@ -267,13 +249,12 @@ async fn a_tracker_down_or_hanging_costs_requests_nothing() {
             .expect("rename");
         // More failures than the report queue holds, each answered.
         for _ in 0..80 {
-            assert_eq!(server.login(&http, &secret, &[]).await.status(), 500);
+            let login = password_grant(&http, &base, gw, "alice", PASSWORD).await;
+            assert_eq!(login.expect("answer").status, 500);
         }
         for _ in 0..20 {
-            assert_eq!(
-                token(http.clone(), server.url("/oauth/token"), secret.clone()).await,
-                200
-            );
+            let cc = token(&http, &base, gw, &[("grant_type", "client_credentials")]).await;
+            assert_eq!(cc.expect("answer").status, 200);
         }
         server.signal("-TERM");
         let started = Instant::now();

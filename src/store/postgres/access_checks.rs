@@ -1,34 +1,22 @@
 //! Whether an access token is still usable (not denylisted, client still registered, user still
 //! enabled and without a password change since) is read from the database on every
 //! introspection, so that a revocation is seen at once by every instance. On Postgres the
-//! checks of concurrent introspections share one query ([`super::batch`]): measured on 2 cores,
-//! 17.0k introspections/s with one query in flight, 14.5k with two, 11.7k with four, and about
-//! 4k with a query per check.
+//! checks of concurrent introspections share one query ([`super::batch`]), one query in
+//! flight: the introspect scenario in BENCHMARKS.md measures one, two and four against a
+//! query per check.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use serde::Serialize;
-use sqlx::AnyConnection;
+use sqlx::PgConnection;
+use sqlx::postgres::PgPool;
 
 use super::batch::{Batcher, by_number, numbered_json};
-use super::{Store, StoreError};
-
-/// One token's facts, as its claims state them.
-#[derive(Debug, Clone, Serialize)]
-pub struct AccessCheck {
-    pub jti: String,
-    pub client_id: String,
-    /// Set for tokens issued to a user: the `sub` of a token that has `preferred_username`.
-    pub user_id: Option<String>,
-    /// The refresh family the token was issued with (`sid`): revoking it revokes the token.
-    pub family_id: Option<String>,
-    pub iat: i64,
-}
+use crate::store::{AccessCheck, StoreError};
 
 pub(super) type AccessChecker = Batcher<AccessCheck, bool>;
 
-pub(super) fn start(store: Store) -> (AccessChecker, impl Future<Output = ()> + Send + 'static) {
-    Batcher::start(store, "access_check", 1, weigh, check_batch)
+pub(super) fn start(pool: PgPool) -> (AccessChecker, impl Future<Output = ()> + Send + 'static) {
+    Batcher::start(pool, "access_check", 1, weigh, check_batch)
 }
 
 /// The JSON of one check: its strings and about 60 bytes of names and numbers.
@@ -55,10 +43,10 @@ LEFT JOIN LATERAL (SELECT 1 AS hit FROM users WHERE id = q.user_id AND disabled 
 LEFT JOIN LATERAL (SELECT 1 AS hit FROM refresh_families WHERE id = q.family_id \
                    AND revoked_at IS NOT NULL LIMIT 1) f ON TRUE";
 
-/// Postgres only: the checks of a whole batch in one statement. A check the answer leaves out
+/// The checks of a whole batch in one statement. A check the answer leaves out
 /// is not usable.
 fn check_batch<'c>(
-    conn: &'c mut AnyConnection,
+    conn: &'c mut PgConnection,
     checks: &'c [AccessCheck],
 ) -> BoxFuture<'c, Result<Vec<bool>, StoreError>> {
     async move {

@@ -25,20 +25,21 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use sqlx::AnyConnection;
+use sqlx::PgConnection;
+use sqlx::postgres::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Most statements running at once, counting those past [`STALL`].
 const IN_FLIGHT: usize = 4;
 /// How long the next batch waits for a running statement before it starts beside it.
 const STALL: Duration = Duration::from_millis(20);
-/// Most bytes of parameters in one statement, by the batcher's own estimate. Over TLS a bigger
-/// message goes out in two records and two writes; sqlx leaves Nagle's algorithm on, so the
-/// second write waits for the server's delayed ACK of the first (40 ms on Linux). Measured
-/// before this bound: every 100-300 ms all 50 connections of the refresh benchmark stalled for
-/// about 55 ms together (p99 57 ms), and not at all with `sslmode=disable` (p99 18 ms).
+/// Most bytes of parameters in one statement, by the batcher's own estimate: under one TLS
+/// record, so that a batch goes out in one write. A bigger message went out in two writes, the
+/// second waiting for the server's delayed ACK of the first when Nagle's algorithm was on, and
+/// every connection of the refresh scenario stalled together (BENCHMARKS.md, "batch parameters
+/// kept under one TLS record").
 const MAX_BYTES: usize = 12 * 1024;
 /// Requests waiting for a batch; a full queue makes callers wait, not fail.
 const QUEUE: usize = 8_192;
@@ -48,7 +49,7 @@ pub(super) type Weigh<I> = fn(&I) -> usize;
 
 /// Runs one batch on one connection; answers in the order of the items.
 pub(super) type Run<I, A> =
-    for<'c> fn(&'c mut AnyConnection, &'c [I]) -> BoxFuture<'c, Result<Vec<A>, StoreError>>;
+    for<'c> fn(&'c mut PgConnection, &'c [I]) -> BoxFuture<'c, Result<Vec<A>, StoreError>>;
 
 struct Pending<I, A> {
     item: I,
@@ -78,14 +79,14 @@ impl<I, A> std::fmt::Debug for Batcher<I, A> {
 impl<I: Send + Sync + 'static, A: Send + 'static> Batcher<I, A> {
     /// `name` labels the metrics; `usual` is how many statements run at once before [`STALL`].
     pub(super) fn start(
-        store: Store,
+        pool: PgPool,
         name: &'static str,
         usual: usize,
         weigh: Weigh<I>,
         run: Run<I, A>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let task = collect(store, name, usual, weigh, run, rx);
+        let task = collect(pool, name, usual, weigh, run, rx);
         (Self { queue }, task)
     }
 
@@ -110,7 +111,7 @@ impl<I: Send + Sync + 'static, A: Send + 'static> Batcher<I, A> {
 }
 
 async fn collect<I: Send + Sync + 'static, A: Send + 'static>(
-    store: Store,
+    pool: PgPool,
     name: &'static str,
     usual: usize,
     weigh: Weigh<I>,
@@ -121,7 +122,7 @@ async fn collect<I: Send + Sync + 'static, A: Send + 'static>(
     let mut held: Option<Pending<I, A>> = None;
     let usual_slots = Arc::new(Semaphore::new(usual.max(1)));
     let spare_slots = Arc::new(Semaphore::new(IN_FLIGHT.saturating_sub(usual).max(1)));
-    let patience = store.pool.options().get_acquire_timeout();
+    let patience = pool.options().get_acquire_timeout();
     loop {
         let first = match held.take() {
             Some(first) => first,
@@ -158,16 +159,16 @@ async fn collect<I: Send + Sync + 'static, A: Send + 'static>(
             }
             batch.push(next);
         }
-        let store = store.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
-            answer(&store, name, run, batch, patience).await;
+            answer(&pool, name, run, batch, patience).await;
             drop(slot);
         });
     }
 }
 
 async fn answer<I, A>(
-    store: &Store,
+    pool: &PgPool,
     name: &'static str,
     run: Run<I, A>,
     batch: Vec<Pending<I, A>>,
@@ -190,7 +191,7 @@ async fn answer<I, A>(
     };
     let left = patience.saturating_sub(oldest.elapsed());
     let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
-    let outcome = match tokio::time::timeout(left, store.pool.acquire()).await {
+    let outcome = match tokio::time::timeout(left, pool.acquire()).await {
         Ok(Ok(mut conn)) => match run(&mut conn, &items).await {
             // A deadlock or serialization failure rolled the whole statement back, so running
             // it again is safe; without this every request sharing it would fail.
@@ -270,7 +271,7 @@ pub(super) fn by_number<A>(
 impl StoreError {
     /// The same failure, for each of the callers that shared a statement (sqlx errors are not
     /// `Clone`); what matters downstream is the variant, which decides between 503 and 500.
-    pub(super) fn for_another_caller(&self) -> Self {
+    pub(in crate::store) fn for_another_caller(&self) -> Self {
         match self {
             // Whether the statement may have run is kept: a rotation whose answer was lost
             // looks for its own outcome, one that never ran does not.

@@ -1,4 +1,4 @@
-//! Client records kept in memory on Postgres, so that authenticating a client costs no round
+//! Client records kept in memory, so that authenticating a client costs no round
 //! trip. Every change to a client NOTIFYs [`CHANNEL`] inside its transaction (whichever
 //! instance or CLI made it), and each server LISTENs and drops the entry when the change
 //! commits. While the listening connection is down the cache is empty and bypassed, so a
@@ -8,17 +8,19 @@
 //! them). LISTEN needs a session: behind a transaction-pooling proxy (pgbouncer in
 //! transaction mode) no notification arrives, the heartbeat is never heard, and the cache
 //! stays off.
-//! SQLite needs none of this: its lookup is in-process already.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::ClientRecord;
-use super::keys::KEY_CHANNEL;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
-/// The NOTIFY channel; the payload is the client id.
+use crate::store::ClientRecord;
+
+/// The NOTIFY channel of client changes; the payload is the client id.
 pub(super) const CHANNEL: &str = "tessera_clients";
+/// The NOTIFY channel of key changes; the payload is the kid.
+pub(super) const KEY_CHANNEL: &str = "tessera_keys";
 const MAX_AGE: Duration = Duration::from_secs(30);
 /// Far above any real number of clients; only a bound on memory.
 const MAX_ENTRIES: usize = 10_000;
@@ -109,14 +111,13 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Keeps `cache` in step with the database for as long as it runs: LISTENs on [`CHANNEL`],
 /// and starts over a second after the listener is lost. The same session hears key changes
 /// ([`KEY_CHANNEL`]) and passes them on to `key_changes`.
-pub async fn listen(
+pub(super) async fn listen(
     cache: Arc<ClientCache>,
     key_changes: Arc<tokio::sync::Notify>,
-    url: String,
-    pool: sqlx::AnyPool,
+    pool: PgPool,
 ) {
     loop {
-        let lost = follow(&cache, &key_changes, &url, &pool).await;
+        let lost = follow(&cache, &key_changes, &pool).await;
         cache.reset(false);
         tracing::debug!(reason = %lost, "client cache off");
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -124,13 +125,15 @@ pub async fn listen(
 }
 
 /// Applies notifications to `cache` until the listener is lost; returns why.
-async fn follow(
-    cache: &ClientCache,
-    key_changes: &tokio::sync::Notify,
-    url: &str,
-    pool: &sqlx::AnyPool,
-) -> String {
-    let mut listener = match sqlx::postgres::PgListener::connect(url).await {
+async fn follow(cache: &ClientCache, key_changes: &tokio::sync::Notify, pool: &PgPool) -> String {
+    // A connection of its own, as the pool's connections come and go: a pool of one, as
+    // `PgListener::connect` makes from a URL.
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut listener = match PgListener::connect_with(&own).await {
         Ok(listener) => listener,
         Err(error) => return format!("cannot connect: {error}"),
     };

@@ -2,7 +2,8 @@
 //! days (a catalogue change) instead of deleting rows, and the insert path never competes
 //! with clean-up for the same pages. SQLite has no partitions: its clean-up deletes rows.
 
-use super::{Backend, Store, StoreError};
+use super::PgStore;
+use crate::store::StoreError;
 
 const DAY: i64 = 86_400;
 const PREFIX: &str = "audit_log_p";
@@ -39,19 +40,16 @@ fn partition_day(name: &str) -> Option<i64> {
     Some(date.midnight().assume_utc().unix_timestamp())
 }
 
-impl Store {
+impl PgStore {
     /// Attaches day partitions from the day of `now` through `days_ahead` days after it that
     /// do not exist yet; returns how many it attached. A day whose rows are already in the
     /// default partition is left there (logged), as is every day when another instance holds
     /// the partition lock or a lock is not granted in time: the next run tries again.
-    pub async fn prepare_audit_partitions(
+    pub(in crate::store) async fn prepare_audit_partitions(
         &self,
         now: i64,
         days_ahead: i64,
     ) -> Result<u64, StoreError> {
-        if self.backend != Backend::Postgres {
-            return Ok(0);
-        }
         let today = now.div_euclid(DAY) * DAY;
         let mut attached = 0;
         for i in 0..=days_ahead {
@@ -111,10 +109,10 @@ impl Store {
 
     /// Drops the day partitions that end at or before `cutoff`; returns how many partitions
     /// and (as Postgres last counted them) rows went.
-    pub async fn drop_audit_partitions(&self, cutoff: i64) -> Result<(u64, u64), StoreError> {
-        if self.backend != Backend::Postgres {
-            return Ok((0, 0));
-        }
+    pub(in crate::store) async fn drop_audit_partitions(
+        &self,
+        cutoff: i64,
+    ) -> Result<(u64, u64), StoreError> {
         let children: Vec<(String, f32)> = sqlx::query_as(
             "SELECT c.relname::TEXT, c.reltuples FROM pg_inherits i \
              JOIN pg_class c ON c.oid = i.inhrelid \
@@ -149,15 +147,6 @@ impl Store {
             }
         }
         Ok((partitions, rows))
-    }
-
-    /// The table clean-up deletes old audit rows from one by one: on Postgres only the default
-    /// partition, whose rows have no day partition to go with.
-    pub(super) fn audit_rows_table(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => "audit_log_default",
-            Backend::Sqlite => "audit_log",
-        }
     }
 }
 

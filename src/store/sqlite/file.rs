@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use sqlx::sqlite::SqliteConnectOptions;
 
-use super::StoreError;
+use super::super::StoreError;
 
 /// The file a SQLite URL names (percent-decoded, as sqlx reads it); `None` for an in-memory
 /// database or a URL sqlx would not take.

@@ -1,0 +1,172 @@
+//! The Postgres store: the shared statements, plus the fast paths only Postgres has. Clients
+//! are cached in memory and kept current by LISTEN/NOTIFY ([`client_cache`]); concurrent
+//! introspection checks and refresh rotations share statements ([`batch`]); a rotation and a
+//! login's family are one statement each ([`rotation`]); the audit log is partitioned by day
+//! ([`audit_partitions`]).
+
+mod access_checks;
+mod audit_partitions;
+mod batch;
+mod client_cache;
+mod rotation;
+mod rotation_batch;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::PoolOptions;
+use super::prelude::*;
+use client_cache::ClientCache;
+use rotation::CHECK_USER_UNCHANGED;
+
+type Db = sqlx::Postgres;
+type Conn = sqlx::PgConnection;
+
+pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub(super) pool: PgPool,
+    /// Off (bypassed) until [`PgStore::follow_changes`] hears its own notification.
+    clients: Arc<ClientCache>,
+    access_checks: access_checks::AccessChecker,
+    rotations: rotation_batch::Rotations,
+    /// Woken by a key change another process announced (heard by the same listener).
+    key_changes: Arc<tokio::sync::Notify>,
+}
+
+impl PgStore {
+    /// Connects and starts the statement batchers (their tasks end with the last clone).
+    pub(super) async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        let idle_in_transaction = options.idle_in_transaction_timeout;
+        let connect_options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("database.url is not valid: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out; that is a full round trip per query
+            // on the hot path. A dead connection fails its first statement instead, which the
+            // request answers with 503 while sqlx drops the connection.
+            .test_before_acquire(false)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // Tessera never waits inside a transaction for anything but the database,
+                    // so a session idle in one is an instance or a network that is gone; its
+                    // row locks would otherwise hold up every request for those rows until
+                    // TCP gives up on it.
+                    if !idle_in_transaction.is_zero() {
+                        sqlx::query(
+                            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
+                        )
+                        .bind(format!("{}ms", idle_in_transaction.as_millis().max(1)))
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect_options)
+            .await
+            .map_err(StoreError::connecting)?;
+        let (access_checks, checking) = access_checks::start(pool.clone());
+        let (rotations, rotating) = rotation_batch::start(pool.clone());
+        tokio::spawn(checking);
+        tokio::spawn(rotating);
+        Ok(Self {
+            pool,
+            clients: Arc::default(),
+            access_checks,
+            rotations,
+            key_changes: Arc::default(),
+        })
+    }
+
+    /// The listener behind the client cache and key-change wake-ups, for a serving instance.
+    pub(super) fn follow_changes(&self) -> impl Future<Output = ()> + Send + 'static {
+        client_cache::listen(
+            self.clients.clone(),
+            self.key_changes.clone(),
+            self.pool.clone(),
+        )
+    }
+
+    pub(super) async fn key_change_announced(&self) {
+        self.key_changes.notified().await;
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+        self.pool.begin().await.map_err(StoreError::before_sending)
+    }
+
+    /// Tells every instance's client cache that `client_id` changed, when `tx` commits.
+    async fn announce_client_change(
+        &self,
+        tx: &mut Conn,
+        client_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(client_cache::CHANNEL)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Wakes every instance's key watch when `tx` commits.
+    async fn announce_key_change(&self, tx: &mut Conn, kid: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(client_cache::KEY_CHANNEL)
+            .bind(kid)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The client if the cache holds it; no database access.
+    pub(super) fn cached_client(&self, client_id: &str) -> Option<ClientRecord> {
+        let hit = self.clients.get(client_id);
+        if hit.is_some() {
+            metrics::counter!("tessera_client_lookups_total", "source" => "memory").increment(1);
+        }
+        hit
+    }
+
+    /// The client as the database has it now; the cache takes the answer too.
+    pub(super) async fn find_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let generation = self.clients.generation();
+        let record = self.read_client(client_id).await?;
+        if let (Some(generation), Some(record)) = (generation, &record) {
+            self.clients.put(generation, record);
+        }
+        Ok(record)
+    }
+
+    /// Checks of concurrent introspections share one statement.
+    pub(super) async fn access_token_usable(&self, check: AccessCheck) -> Result<bool, StoreError> {
+        // Postgres rejects NUL in JSON, which would fail every check sharing the statement.
+        if holds_nul(&check) {
+            return Ok(false);
+        }
+        let check = match self.access_checks.ask(check).await {
+            Ok(answer) => return answer,
+            Err(check) => check,
+        };
+        self.check_access_alone(&check).await
+    }
+
+    /// Rows older than the clean-up's cut-off that no day partition holds.
+    fn audit_rows_table(&self) -> &'static str {
+        "audit_log_default"
+    }
+}
+
+impl PgStore {
+    super::shared_statements!();
+}
