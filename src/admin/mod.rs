@@ -60,7 +60,7 @@ impl Admin {
         settings: Settings,
         actor: String,
     ) -> Result<Self, AdminError> {
-        let hasher = Hasher::for_new_passwords(&settings.passwords.hasher_options())
+        let hasher = Hasher::for_new_passwords(&settings.passwords.hash_params())
             .map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(Self {
             store,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::redact_url;
-use crate::crypto::password::HasherOptions;
+use crate::crypto::password::HashParams;
 use crate::secret::Secret;
 
 #[derive(Clone, Deserialize)]
@@ -193,8 +193,8 @@ pub struct PasswordSettings {
 
 impl PasswordSettings {
     /// The hashing parameters, in the password hasher's own terms.
-    pub fn hasher_options(&self) -> HasherOptions {
-        HasherOptions {
+    pub fn hash_params(&self) -> HashParams {
+        HashParams {
             memory_kib: self.argon2_memory_kib,
             iterations: self.argon2_iterations,
             parallelism: self.argon2_parallelism,
@@ -235,6 +235,14 @@ pub struct TokenSettings {
     /// checked strictly.
     #[serde(with = "humantime_serde")]
     pub clock_leeway: Duration,
+}
+
+impl TokenSettings {
+    /// How long a rotated refresh token, and a revoked family, is remembered for reuse
+    /// detection: `refresh_reuse_detection`, never shorter than the reuse grace.
+    pub fn reuse_detection(&self) -> Duration {
+        self.refresh_reuse_detection.max(self.refresh_reuse_grace)
+    }
 }
 
 #[derive(Clone, Deserialize)]

@@ -87,7 +87,7 @@ impl Settings {
         if self.keys.rotation_interval <= self.keys.publish_ahead {
             return invalid("keys.rotation_interval must be longer than keys.publish_ahead");
         }
-        crate::crypto::password::Hasher::params_from(&self.passwords.hasher_options())
+        crate::crypto::password::Hasher::params_from(&self.passwords.hash_params())
             .map_err(|e| SettingsError::Invalid(format!("passwords.argon2_*: {e}")))?;
         Ok(())
     }

@@ -29,7 +29,7 @@ pub enum HashError {
 
 /// How passwords are hashed, and how many hashes may run at once.
 #[derive(Debug, Clone)]
-pub struct HasherOptions {
+pub struct HashParams {
     /// argon2id memory cost in KiB.
     pub memory_kib: u32,
     /// argon2id iterations.
@@ -55,7 +55,7 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn params_from(options: &HasherOptions) -> Result<Params, CryptoError> {
+    pub fn params_from(options: &HashParams) -> Result<Params, CryptoError> {
         Params::new(
             options.memory_kib,
             options.iterations,
@@ -65,7 +65,7 @@ impl Hasher {
         .map_err(|e| CryptoError::Hash(e.to_string()))
     }
 
-    pub fn new(options: &HasherOptions) -> Result<Self, CryptoError> {
+    pub fn new(options: &HashParams) -> Result<Self, CryptoError> {
         let params = Self::params_from(options)?;
         let dummy_hash = hash_with(&params, &super::tokens::random_id())?;
         Self::build(options, params, dummy_hash)
@@ -74,13 +74,13 @@ impl Hasher {
     /// A hasher that only hashes new passwords (the admin CLI): it skips computing the dummy
     /// hash that equalizes login timing, which costs a full hash at start-up. `verify` with
     /// no stored hash still answers "no", only faster.
-    pub fn for_new_passwords(options: &HasherOptions) -> Result<Self, CryptoError> {
+    pub fn for_new_passwords(options: &HashParams) -> Result<Self, CryptoError> {
         let params = Self::params_from(options)?;
         Self::build(options, params, String::new())
     }
 
     fn build(
-        options: &HasherOptions,
+        options: &HashParams,
         params: Params,
         dummy_hash: String,
     ) -> Result<Self, CryptoError> {
@@ -315,8 +315,8 @@ fn needs_rehash(stored: &str, params: &Params) -> bool {
 mod tests {
     use super::*;
 
-    fn settings(m: u32) -> HasherOptions {
-        HasherOptions {
+    fn settings(m: u32) -> HashParams {
+        HashParams {
             memory_kib: m,
             iterations: 1,
             parallelism: 1,

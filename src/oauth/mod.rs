@@ -62,8 +62,7 @@ impl Policy {
             refresh_idle_ttl: secs(s.tokens.refresh_idle_ttl),
             refresh_absolute_ttl: secs(s.tokens.refresh_absolute_ttl),
             refresh_reuse_grace: secs(s.tokens.refresh_reuse_grace),
-            refresh_reuse_detection: secs(s.tokens.refresh_reuse_detection)
-                .max(secs(s.tokens.refresh_reuse_grace)),
+            refresh_reuse_detection: secs(s.tokens.reuse_detection()),
             default_audience: s.tokens.default_audience.clone(),
             roles_claim: s.tokens.roles_claim.clone(),
             password_max_length: s.passwords.max_length,

@@ -1,5 +1,5 @@
 //! The tasks every instance runs beside serving: key rotation and reloading, the metadata
-//! refresh, audit partitions ahead of need, and clean-up.
+//! refresh, and the maintenance tasks (audit partitions ahead of need, clean-up).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -10,7 +10,8 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http;
 use crate::keys::KeyRing;
-use crate::maintenance::{AUDIT_DAYS_AHEAD, CleanupPolicy, collect_garbage};
+use crate::maintenance::CleanupPolicy;
+use crate::maintenance::tasks::{audit_partition_loop, cleanup_loop};
 use crate::store::Store;
 
 /// Starts every background task; aborting the handles stops them.
@@ -104,34 +105,3 @@ async fn key_watch_loop(store: Store, keys: Arc<KeyRing>) {
 
 /// How often each instance looks for key changes made elsewhere.
 const KEY_POLL: Duration = Duration::from_millis(500);
-
-/// Attaches the audit log's day partitions ahead of need, at start and hourly, whether or not
-/// clean-up runs: without them events would pile up in the default partition.
-async fn audit_partition_loop(store: Store, clock: Arc<dyn Clock>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        ticker.tick().await;
-        if let Err(error) = store
-            .prepare_audit_partitions(clock.now(), AUDIT_DAYS_AHEAD)
-            .await
-        {
-            tracing::warn!(%error, "attaching audit partitions failed; will retry");
-        }
-    }
-}
-
-/// Deletes what has expired, on every instance; batches keep it safe to run concurrently.
-async fn cleanup_loop(store: Store, clock: Arc<dyn Clock>, policy: CleanupPolicy, every: Duration) {
-    if every.is_zero() {
-        return;
-    }
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        match collect_garbage(&store, clock.now(), &policy).await {
-            Ok(report) => tracing::debug!(?report, "clean-up done"),
-            Err(error) => tracing::warn!(%error, "clean-up failed; will retry"),
-        }
-    }
-}

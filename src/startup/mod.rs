@@ -58,7 +58,7 @@ fn oauth_core(
     keys: Arc<KeyRing>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(OAuth, JoinHandle<()>)> {
-    let hasher = Hasher::new(&settings.passwords.hasher_options())?;
+    let hasher = Hasher::new(&settings.passwords.hash_params())?;
     let (audit, audit_task) = AuditWriter::spawn(
         store.clone(),
         WriterOptions {

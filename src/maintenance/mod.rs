@@ -1,13 +1,15 @@
 //! Clean-up of what has expired: refresh families and tokens, denylist entries, old audit rows,
 //! idle throttle counters and keys no longer published. Every step works in bounded batches, so
-//! several instances may run it at once.
+//! several instances may run it at once; [`tasks`] runs it, and the audit partitions, in the
+//! background.
+
+pub mod tasks;
 
 use serde::Serialize;
 
 use crate::config::Settings;
 use crate::crypto::jwt::KEY_PROPAGATION;
 use crate::keys::{KeyState, describe};
-use crate::oauth::Policy;
 use crate::store::{GcCutoffs, GcReport, Store, StoreError};
 
 /// What one clean-up deleted.
@@ -98,8 +100,7 @@ impl CleanupPolicy {
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             audit_retention: secs(s.audit.retention),
-            revoked_family_retention: Policy::from_settings(s)
-                .refresh_reuse_detection
+            revoked_family_retention: secs(s.tokens.reuse_detection())
                 .max(secs(s.tokens.access_ttl)),
             throttle_idle: secs(s.security.max_backoff).max(3600),
             access_ttl: secs(s.tokens.access_ttl),
