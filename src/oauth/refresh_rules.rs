@@ -2,7 +2,7 @@
 //! how the token stands; these rules say which refusal that is, and whether the family must be
 //! revoked. The claim itself (not rotated, not expired, family live and the presenter's, user
 //! enabled) is a compare-and-set the store runs inside its rotation statement, since two uses
-//! of one token must never both win: see `store::refresh::claimable`.
+//! of one token must never both win: see `store::rotation::claimable`.
 
 use crate::store::RefreshLookup;
 

@@ -13,6 +13,7 @@ mod maintenance;
 mod postgres;
 mod refresh;
 mod roles;
+mod rotation;
 mod sqlite;
 mod throttle;
 mod users;
@@ -26,10 +27,9 @@ pub use error::StoreError;
 pub use keys::{KeyChangeMarker, StoredKey};
 pub use maintenance::{AccessCheck, GcCutoffs, GcReport};
 pub use postgres::PgStore;
-pub use refresh::{
-    FamilyRecord, FamilySummary, Narrowing, NewFamily, RefreshLookup, Rotation, RotationRequest,
-};
+pub use refresh::{FamilyRecord, FamilySummary, NewFamily, RefreshLookup};
 pub use roles::RoleRecord;
+pub use rotation::{Narrowing, Rotation, RotationRequest};
 pub use sqlite::SqliteStore;
 pub use throttle::ThrottleState;
 pub use users::{NewUser, UserRecord};
@@ -42,11 +42,11 @@ mod prelude {
     pub(super) use super::error::{StoreError, conflict_or};
     pub(super) use super::keys::{KeyChangeMarker, StoredKey};
     pub(super) use super::maintenance::{AccessCheck, GcCutoffs, GcReport, holds_nul};
-    pub(super) use super::refresh::{
-        FamilySummary, FamilyUserRow, LOOKUP, NewFamily, RefreshLookup, Rotation, RotationRequest,
-        claimable, claimed_rotation, family_and_owner,
-    };
+    pub(super) use super::refresh::{FamilySummary, LOOKUP, NewFamily, RefreshLookup};
     pub(super) use super::roles::RoleRecord;
+    pub(super) use super::rotation::{
+        FamilyUserRow, Rotation, RotationRequest, claimable, claimed_rotation, family_and_owner,
+    };
     pub(super) use super::throttle::{LoginRow, ThrottleState, login_from_rows};
     pub(super) use super::users::{
         NewUser, UserRecord, UserRoleRow, fold_users, select_user_roles,
@@ -80,6 +80,7 @@ macro_rules! shared_statements {
         $crate::store::maintenance::maintenance_statements!();
         $crate::store::refresh::refresh_statements!();
         $crate::store::roles::role_statements!();
+        $crate::store::rotation::rotation_statements!();
         $crate::store::throttle::throttle_statements!();
         $crate::store::users::user_statements!();
     };

@@ -1,12 +1,8 @@
-//! Refresh tokens and their families: the records, the claim predicate every rotation
-//! statement uses ([`claimable!`]), and the statements both backends share. The rules on a
-//! failed claim (grace, reuse, theft) are `oauth::refresh_rules`'.
+//! Refresh tokens and their families: the records, and the statements both backends share to
+//! start, look up, revoke and list families. Rotation is in [`super::rotation`].
 
 use serde::Serialize;
 use sqlx::FromRow;
-
-use super::audit::AuditEvent;
-use super::users::UserRecord;
 
 /// A login session: the chain of refresh tokens rotated from one grant.
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -35,44 +31,6 @@ pub struct NewFamily {
     pub verified_password_hash: String,
 }
 
-/// Whether a family's scope (space-separated) allows what a rotation asks for.
-pub type Narrowing = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// A rotation to attempt: claim the presented token for `client_id` and issue its successor.
-/// Which refusal a failed claim deserves is `oauth`'s to decide, from the token as it stands.
-#[derive(Clone)]
-pub struct RotationRequest {
-    pub presented_hash: Vec<u8>,
-    pub client_id: String,
-    pub now: i64,
-    pub new_hash: Vec<u8>,
-    pub new_idle_expires_at: i64,
-    /// The presented token, once rotated, is kept for reuse detection until then (its idle
-    /// expiry, meaningless for a rotated token, becomes this) and collected after.
-    pub forget_rotated_at: i64,
-    /// A narrower scope asked for, as oauth's rule for whether the family's scope allows it.
-    /// Applied after the claim, inside the rotation's transaction, which is undone when the
-    /// rule says no: the family's scope is only known once its row is read.
-    pub narrowing: Option<Narrowing>,
-    /// Recorded in the rotation's own statement or transaction, so that no rotation goes
-    /// unaudited; the store fills in username and target (the family id), which only the
-    /// claimed row knows.
-    pub success_event: AuditEvent,
-}
-
-#[derive(Debug)]
-pub enum Rotation {
-    Rotated {
-        family: FamilyRecord,
-        user: Box<UserRecord>,
-    },
-    /// The family's scope does not allow the narrowing asked for; nothing was changed.
-    ScopeNotGranted,
-    /// Nothing changed: the token was unknown (`None`), or not claimable as it stands now
-    /// (rotated, revoked, expired, another client's, its user disabled).
-    NotClaimed(Option<RefreshLookup>),
-}
-
 /// What introspection and revocation need to know about a refresh token.
 #[derive(Debug, Clone, FromRow)]
 pub struct RefreshLookup {
@@ -96,111 +54,6 @@ impl RefreshLookup {
     }
 }
 
-#[derive(FromRow)]
-pub(super) struct FamilyUserRow {
-    pub(super) id: String,
-    pub(super) user_id: String,
-    pub(super) client_id: String,
-    pub(super) scope: String,
-    pub(super) created_at: i64,
-    pub(super) expires_at: i64,
-    pub(super) username: String,
-    pub(super) password_hash: String,
-    pub(super) disabled: i64,
-    pub(super) user_created_at: i64,
-    pub(super) user_updated_at: i64,
-    pub(super) password_changed_at: i64,
-    /// One role per row (multi-statement path) or all of them joined by spaces (one-statement).
-    pub(super) roles: Option<String>,
-}
-
-impl FamilyUserRow {
-    pub(super) fn into_rotation(self, mut roles: Vec<String>) -> Rotation {
-        roles.sort();
-        Rotation::Rotated {
-            family: FamilyRecord {
-                id: self.id,
-                user_id: self.user_id.clone(),
-                client_id: self.client_id,
-                scope: self.scope,
-                created_at: self.created_at,
-                expires_at: self.expires_at,
-                revoked_at: None,
-            },
-            user: Box::new(UserRecord {
-                id: self.user_id,
-                username: self.username,
-                password_hash: self.password_hash,
-                disabled: self.disabled != 0,
-                roles,
-                created_at: self.user_created_at,
-                updated_at: self.user_updated_at,
-                password_changed_at: self.password_changed_at,
-            }),
-        }
-    }
-}
-
-/// The columns of a family and its owner, as [`FamilyUserRow`] reads them (less `roles`), from
-/// `refresh_families f JOIN users u`.
-macro_rules! family_owner_columns {
-    () => {
-        "f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, u.username, \
-         u.password_hash, u.disabled, u.created_at AS user_created_at, \
-         u.updated_at AS user_updated_at, u.password_changed_at"
-    };
-}
-pub(super) use family_owner_columns;
-
-/// Whether the token row `t` may be claimed for rotation at `now` by `client`: not rotated,
-/// not idle-expired, and its family live, the client's, and its user enabled. Every rotation
-/// statement claims with this predicate, in an `UPDATE` that marks the row rotated, so that two
-/// uses of one token can never both succeed (RFC 9700 §4.14.2).
-macro_rules! claimable {
-    ($t:literal, $now:literal, $client:literal) => {
-        concat!(
-            $t,
-            ".rotated_at IS NULL AND ",
-            $t,
-            ".idle_expires_at > ",
-            $now,
-            " AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \
-              WHERE f.id = ",
-            $t,
-            ".family_id AND f.revoked_at IS NULL AND f.expires_at > ",
-            $now,
-            " AND f.client_id = ",
-            $client,
-            " AND u.disabled = 0)"
-        )
-    };
-}
-pub(super) use claimable;
-
-/// A family with its owner, one row per role (none when the user has no role), filtered by
-/// the literal given.
-macro_rules! family_and_owner {
-    ($rest:literal) => {
-        concat!(
-            "SELECT ",
-            $crate::store::refresh::family_owner_columns!(),
-            ", r.role_name AS roles \
-             FROM refresh_families f JOIN users u ON u.id = f.user_id \
-             LEFT JOIN user_roles r ON r.user_id = u.id ",
-            $rest
-        )
-    };
-}
-pub(super) use family_and_owner;
-
-/// The rows of [`family_and_owner!`] as one rotation; `None` when there are none.
-pub(super) fn claimed_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
-    let roles: Vec<String> = rows.iter().filter_map(|r| r.roles.clone()).collect();
-    rows.into_iter()
-        .next()
-        .map(|first| first.into_rotation(roles))
-}
-
 /// A family with its owner's listing details, for `tessera token list`.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct FamilySummary {
@@ -216,10 +69,8 @@ pub(super) const LOOKUP: &str = "SELECT t.family_id, f.user_id, u.username, f.cl
      FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
      JOIN users u ON u.id = f.user_id WHERE t.token_hash = $1";
 
-/// The refresh statements shared by both backends. Each backend's store supplies
-/// `claim_rotation` (its fastest way to claim and rotate), `begin_settle` (a transaction in
-/// which the presented token's row cannot change) and `CHECK_USER_UNCHANGED` (how it reads the
-/// user row a login is about to start a family for).
+/// The family and token statements shared by both backends. Each backend supplies
+/// `CHECK_USER_UNCHANGED` (how it reads the user row a login is about to start a family for).
 macro_rules! refresh_statements {
     () => {
         async fn insert_token(
@@ -305,138 +156,6 @@ macro_rules! refresh_statements {
             Self::insert_audit(&mut tx, events).await?;
             tx.commit().await?;
             Ok(true)
-        }
-
-        /// Rotates a refresh token: marks the presented one used and issues its successor,
-        /// atomically; when the claim fails, says how the token stands.
-        ///
-        /// When the answer is lost after a statement was sent (the connection cut before or
-        /// after the commit), the rotation is settled again: see `settle_rotation`. Failures
-        /// before anything was sent ([`StoreError::Unreachable`]) cannot have changed
-        /// anything and are answered as they are.
-        pub(super) async fn rotate_refresh_token(
-            &self,
-            req: RotationRequest,
-        ) -> Result<Rotation, StoreError> {
-            let claimed = match self.claim_rotation(&req).await {
-                Err(StoreError::Unavailable(lost)) => {
-                    let mut settled = self.settle_rotation(&req).await;
-                    // The settling's own answer can be lost too, after its commit: settling
-                    // again finds what it did.
-                    if matches!(settled, Err(StoreError::Unavailable(_))) {
-                        settled = self.settle_rotation(&req).await;
-                    }
-                    match settled {
-                        Ok((outcome, how)) => {
-                            metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
-                                .increment(1);
-                            tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
-                            outcome
-                        }
-                        Err(e) => {
-                            metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => "failed")
-                                .increment(1);
-                            tracing::warn!(error = %lost, settling = %e, "a refresh rotation's answer was lost and it could not be settled");
-                            return Err(StoreError::Unavailable(lost));
-                        }
-                    }
-                }
-                other => other?,
-            };
-            match claimed {
-                Some(rotation) => Ok(rotation),
-                None => Ok(Rotation::NotClaimed(
-                    self.find_refresh_token(&req.presented_hash).await?,
-                )),
-            }
-        }
-
-        /// Settles a rotation whose answer was lost: the rotation it committed (`found`), or,
-        /// when it did not commit, the rotation done now (`redone`).
-        ///
-        /// Only this request knows the successor's hash, so finding the successor means this
-        /// request's rotation committed. A statement cut off from its client may still be
-        /// running (waiting for a row lock or the WAL flush) and commit after a look, so the
-        /// look runs in `begin_settle`'s transaction, in which the presented token's row
-        /// cannot change any more.
-        async fn settle_rotation(
-            &self,
-            req: &RotationRequest,
-        ) -> Result<(Option<Rotation>, &'static str), StoreError> {
-            let mut tx = self.begin_settle(&req.presented_hash).await?;
-            // A statement of its own, so that its snapshot is taken after the wait.
-            let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!(
-                "JOIN refresh_tokens n ON n.family_id = f.id \
-                 JOIN refresh_tokens p ON p.family_id = f.id \
-                 WHERE n.token_hash = $1 AND n.rotated_at IS NULL AND p.token_hash = $2 \
-                   AND p.rotated_at IS NOT NULL AND f.client_id = $3 \
-                   AND f.revoked_at IS NULL AND u.disabled = 0"
-            ))
-            .bind(req.new_hash.clone())
-            .bind(req.presented_hash.clone())
-            .bind(&req.client_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            if let Some(rotation) = claimed_rotation(rows) {
-                // Nothing to commit: the answer is known, whatever would become of a commit's.
-                drop(tx);
-                return Ok((Some(rotation), "found"));
-            }
-            Ok((self.claim_in(tx, req).await?, "redone"))
-        }
-
-        /// The multi-statement rotation, in `tx`: claims the token, inserts its successor and
-        /// the audit row, and commits; when the claim fails, changes nothing and says how the
-        /// token stands.
-        async fn claim_in(
-            &self,
-            mut tx: sqlx::Transaction<'static, Db>,
-            req: &RotationRequest,
-        ) -> Result<Option<Rotation>, StoreError> {
-            let claimed: Option<String> = sqlx::query_scalar(concat!(
-                "UPDATE refresh_tokens AS t SET rotated_at = $1, idle_expires_at = $4 \
-                 WHERE t.token_hash = $2 AND ",
-                claimable!("t", "$1", "$3"),
-                " RETURNING family_id"
-            ))
-            .bind(req.now)
-            .bind(req.presented_hash.clone())
-            .bind(&req.client_id)
-            .bind(req.forget_rotated_at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(family_id) = claimed else {
-                // Read in the claim's transaction: on SQLite nothing can change the token
-                // between the failed claim and this look.
-                let found = sqlx::query_as::<_, RefreshLookup>(LOOKUP)
-                    .bind(req.presented_hash.clone())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                return Ok(Some(Rotation::NotClaimed(found)));
-            };
-            let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!("WHERE f.id = $1"))
-                .bind(&family_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            let roles: Vec<String> = rows.iter().filter_map(|r| r.roles.clone()).collect();
-            let Some(first) = rows.into_iter().next() else {
-                return Err(StoreError::NotFound("refresh family"));
-            };
-            if let Some(allows) = &req.narrowing
-                && !allows(&first.scope)
-            {
-                // Dropping the transaction rolls the claim back: the token stays usable.
-                return Ok(Some(Rotation::ScopeNotGranted));
-            }
-            let idle_expires_at = req.new_idle_expires_at.min(first.expires_at);
-            Self::insert_token(&mut tx, &req.new_hash, &first.id, req.now, idle_expires_at)
-                .await?;
-            let mut event = req.success_event.clone();
-            event.username = Some(first.username.clone());
-            event.target = first.id.clone();
-            Self::insert_audit(&mut tx, std::slice::from_ref(&event)).await?;
-            tx.commit().await?;
-            Ok(Some(first.into_rotation(roles)))
         }
 
         pub(super) async fn find_refresh_token(

@@ -5,7 +5,7 @@
 //! rotation whose answer was lost is settled by the shared multi-statement path, behind a
 //! row lock ([`PgStore::begin_settle`]).
 
-use super::super::refresh::{claimable, family_owner_columns};
+use super::super::rotation::{claimable, family_owner_columns};
 use super::rotation_batch::RotationItem;
 use super::{Db, PgStore};
 use crate::store::prelude::*;

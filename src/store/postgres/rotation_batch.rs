@@ -19,7 +19,7 @@ use sqlx::{FromRow, PgConnection};
 
 use super::batch::{Batcher, by_number, numbered_json};
 use crate::store::StoreError;
-use crate::store::refresh::{FamilyUserRow, claimable, family_owner_columns};
+use crate::store::rotation::{FamilyUserRow, claimable, family_owner_columns};
 
 /// What one rotation needs, as the statement reads it from its JSON parameter.
 #[derive(Debug, Serialize)]
