@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{Admin, AdminError};
 use crate::crypto::tokens;
 use crate::oauth::client_credentials::looks_like_a_user_id;
-use crate::oauth::{GRANT_TYPES, scope};
+use crate::oauth::{GRANT_TYPES, redirect_uri, scope};
 use crate::store::{ClientRecord, NewClient, Page, StoreError};
 
 /// What `tessera client add` asks for.
@@ -19,6 +19,9 @@ pub struct ClientSpec {
     pub public: bool,
     pub introspect: bool,
     pub access_ttl: Option<i64>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub first_party: bool,
 }
 
 /// What `tessera client update` may change; `None` leaves a field alone.
@@ -30,6 +33,9 @@ pub struct ClientUpdate {
     pub audiences: Option<Vec<String>>,
     pub introspect: Option<bool>,
     pub access_ttl: Option<Option<i64>>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub first_party: Option<bool>,
 }
 
 /// Longest access-token lifetime a client may be given: one day.
@@ -101,6 +107,21 @@ fn validate_lists(
     Ok(())
 }
 
+/// Checks every redirect and post-logout redirect URI (`oauth::redirect_uri`); each list is
+/// bounded so that a client record stays small.
+fn validate_redirects(redirects: &[String], post_logout: &[String]) -> Result<(), AdminError> {
+    const MAX_URIS: usize = 20;
+    if redirects.len() > MAX_URIS || post_logout.len() > MAX_URIS {
+        return Err(AdminError::Invalid(format!(
+            "at most {MAX_URIS} redirect URIs and {MAX_URIS} post-logout redirect URIs"
+        )));
+    }
+    for uri in redirects.iter().chain(post_logout) {
+        redirect_uri::validate(uri).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
 fn dedup(mut items: Vec<String>) -> Vec<String> {
     let mut seen = Vec::new();
     items.retain(|i| {
@@ -138,6 +159,11 @@ impl Admin {
             spec.introspect,
             spec.access_ttl,
         )?;
+        let (redirect_uris, post_logout_redirect_uris) = (
+            dedup(spec.redirect_uris),
+            dedup(spec.post_logout_redirect_uris),
+        );
+        validate_redirects(&redirect_uris, &post_logout_redirect_uris)?;
         if spec.name.chars().count() > 200 || spec.name.chars().any(char::is_control) {
             return Err(AdminError::Invalid(
                 "name must be at most 200 characters, without control characters".into(),
@@ -153,12 +179,19 @@ impl Admin {
             audiences,
             access_ttl: spec.access_ttl,
             introspect: spec.introspect,
+            redirect_uris: redirect_uris.clone(),
+            post_logout_redirect_uris,
+            first_party: spec.first_party,
             now: self.clock.now(),
         };
         let event = self
             .event("client.add", &spec.client_id)
             .client(&spec.client_id)
-            .details(json!({ "grants": grants, "scopes": scopes, "public": spec.public, "introspect": spec.introspect }));
+            .details(json!({
+                "grants": grants, "scopes": scopes, "public": spec.public,
+                "introspect": spec.introspect, "redirect_uris": redirect_uris,
+                "first_party": spec.first_party,
+            }));
         match self.store.create_client(&client, &event).await {
             Err(StoreError::Conflict(_)) => {
                 return Err(AdminError::Conflict(format!(
@@ -195,6 +228,16 @@ impl Admin {
         if let Some(t) = update.access_ttl {
             client.access_ttl = t;
         }
+        if let Some(r) = update.redirect_uris {
+            client.redirect_uris = dedup(r);
+        }
+        if let Some(r) = update.post_logout_redirect_uris {
+            client.post_logout_redirect_uris = dedup(r);
+        }
+        if let Some(f) = update.first_party {
+            client.first_party = f;
+        }
+        validate_redirects(&client.redirect_uris, &client.post_logout_redirect_uris)?;
         validate_lists(
             &client.grant_types,
             &client.scopes,
@@ -205,6 +248,7 @@ impl Admin {
         )?;
         let event = self.event("client.update", client_id).client(client_id).details(json!({
             "grants": client.grant_types, "scopes": client.scopes, "introspect": client.introspect,
+            "redirect_uris": client.redirect_uris, "first_party": client.first_party,
         }));
         self.store
             .update_client(&client, self.clock.now(), &event)

@@ -31,6 +31,16 @@ pub enum ClientCommand {
         /// Access-token lifetime for this client (e.g. 5m), overriding tokens.access_ttl.
         #[arg(long, value_parser = humantime::parse_duration)]
         access_ttl: Option<std::time::Duration>,
+        /// Where the user may be sent back after signing in, matched exactly (repeatable):
+        /// https, http on 127.0.0.1 or [::1] (any port), or an app's reversed-domain scheme.
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Where RP-initiated logout may send the user afterwards (repeatable).
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
+        /// The operator's own client: its users are not asked for consent.
+        #[arg(long)]
+        first_party: bool,
         #[arg(long)]
         json: bool,
     },
@@ -53,6 +63,15 @@ pub enum ClientCommand {
         introspect: Option<bool>,
         #[arg(long, value_parser = humantime::parse_duration)]
         access_ttl: Option<std::time::Duration>,
+        /// Replaces the redirect URI list (repeatable).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Replaces the post-logout redirect URI list (repeatable).
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
+        /// Mark (true) or unmark (false) the client as the operator's own.
+        #[arg(long, action = ArgAction::Set, value_name = "BOOL")]
+        first_party: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -104,6 +123,15 @@ fn print(view: &ClientView, json: bool) -> anyhow::Result<()> {
     if let Some(ttl) = view.access_token_ttl {
         println!("access ttl:   {ttl}s");
     }
+    if !view.redirect_uris.is_empty() {
+        println!("redirect:     {}", view.redirect_uris.join(" "));
+    }
+    if !view.post_logout_redirect_uris.is_empty() {
+        println!("post-logout:  {}", view.post_logout_redirect_uris.join(" "));
+    }
+    if view.first_party {
+        println!("first party:  true");
+    }
     println!("created:      {}", view.created_at);
     if let Some(secret) = &view.client_secret {
         println!("client_secret: {secret}");
@@ -123,6 +151,9 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
             public,
             introspect,
             access_ttl,
+            redirect_uris,
+            post_logout_redirect_uris,
+            first_party,
             json,
         } => {
             let spec = ClientSpec {
@@ -134,6 +165,9 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
                 public,
                 introspect,
                 access_ttl: secs(access_ttl),
+                redirect_uris,
+                post_logout_redirect_uris,
+                first_party,
             };
             let (client, secret) = admin.add_client(spec).await?;
             print(&ClientView::new(&client, secret), json)?;
@@ -146,6 +180,9 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
             audiences,
             introspect,
             access_ttl,
+            redirect_uris,
+            post_logout_redirect_uris,
+            first_party,
             json,
         } => {
             let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
@@ -156,6 +193,9 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
                 audiences: non_empty(audiences),
                 introspect,
                 access_ttl: access_ttl.map(|d| secs(Some(d))),
+                redirect_uris: non_empty(redirect_uris),
+                post_logout_redirect_uris: non_empty(post_logout_redirect_uris),
+                first_party,
             };
             let client = admin.update_client(&client_id, update).await?;
             print(&ClientView::new(&client, None), json)?;

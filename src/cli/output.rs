@@ -88,6 +88,9 @@ pub struct ClientView {
     pub introspect: bool,
     /// Seconds; null means `tokens.access_ttl`.
     pub access_token_ttl: Option<i64>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub first_party: bool,
     pub created_at: String,
     pub updated_at: String,
     /// Present only when the secret was just generated.
@@ -106,6 +109,9 @@ impl ClientView {
             audiences: c.audiences.clone(),
             introspect: c.introspect,
             access_token_ttl: c.access_ttl,
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            first_party: c.first_party,
             created_at: format_time(c.created_at),
             updated_at: format_time(c.updated_at),
             client_secret: secret,

@@ -10,6 +10,7 @@ mod introspection;
 mod issue;
 mod login_gate;
 mod password_grant;
+pub mod redirect_uri;
 mod refresh_grant;
 mod refresh_rules;
 mod revocation;

@@ -18,6 +18,12 @@ pub struct ClientRecord {
     /// Per-client access-token lifetime in seconds, overriding `tokens.access_ttl`.
     pub access_ttl: Option<i64>,
     pub introspect: bool,
+    /// Where the authorization endpoint may send the user back, matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the user afterwards.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A client of the same operator: its users are not asked for consent.
+    pub first_party: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -41,6 +47,9 @@ pub struct NewClient {
     pub audiences: Vec<String>,
     pub access_ttl: Option<i64>,
     pub introspect: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub first_party: bool,
     pub now: i64,
 }
 
@@ -54,6 +63,9 @@ pub(super) struct ClientRow {
     audiences: String,
     access_ttl: Option<i64>,
     introspect: i64,
+    redirect_uris: String,
+    post_logout_redirect_uris: String,
+    first_party: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -69,14 +81,18 @@ impl From<ClientRow> for ClientRecord {
             audiences: split_list(&r.audiences),
             access_ttl: r.access_ttl,
             introspect: r.introspect != 0,
+            redirect_uris: split_list(&r.redirect_uris),
+            post_logout_redirect_uris: split_list(&r.post_logout_redirect_uris),
+            first_party: r.first_party != 0,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
     }
 }
 
-pub(super) const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, grant_types, scopes, audiences, \
-                              access_ttl, introspect, created_at, updated_at";
+pub(super) const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, grant_types, scopes, \
+    audiences, access_ttl, introspect, redirect_uris, post_logout_redirect_uris, first_party, \
+    created_at, updated_at";
 
 /// The client statements shared by both backends; each backend adds `find_client` (through
 /// its cache, if it has one) and `announce_client_change`.
@@ -90,8 +106,9 @@ macro_rules! client_statements {
             let mut tx = self.begin_write().await?;
             sqlx::query(
                 "INSERT INTO clients (client_id, name, secret_hash, grant_types, scopes, audiences, \
-                 access_ttl, introspect, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                 access_ttl, introspect, redirect_uris, post_logout_redirect_uris, first_party, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $9, $9)",
             )
             .bind(&client.client_id)
             .bind(&client.name)
@@ -102,6 +119,9 @@ macro_rules! client_statements {
             .bind(client.access_ttl)
             .bind(i64::from(client.introspect))
             .bind(client.now)
+            .bind(join_list(&client.redirect_uris))
+            .bind(join_list(&client.post_logout_redirect_uris))
+            .bind(i64::from(client.first_party))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, "client"))?;
@@ -173,7 +193,8 @@ macro_rules! client_statements {
             let mut tx = self.begin_write().await?;
             let updated = sqlx::query(
                 "UPDATE clients SET name = $1, grant_types = $2, scopes = $3, audiences = $4, \
-                 access_ttl = $5, introspect = $6, updated_at = $7 WHERE client_id = $8",
+                 access_ttl = $5, introspect = $6, updated_at = $7, redirect_uris = $9, \
+                 post_logout_redirect_uris = $10, first_party = $11 WHERE client_id = $8",
             )
             .bind(&client.name)
             .bind(join_list(&client.grant_types))
@@ -183,6 +204,9 @@ macro_rules! client_statements {
             .bind(i64::from(client.introspect))
             .bind(now)
             .bind(&client.client_id)
+            .bind(join_list(&client.redirect_uris))
+            .bind(join_list(&client.post_logout_redirect_uris))
+            .bind(i64::from(client.first_party))
             .execute(&mut *tx)
             .await?
             .rows_affected();

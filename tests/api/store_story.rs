@@ -160,12 +160,32 @@ async fn refresh_rotation_is_compare_and_set(backend: Backend) {
                 audiences: vec![],
                 access_ttl: None,
                 introspect: false,
+                redirect_uris: vec![
+                    "https://app.example.com/cb".into(),
+                    "http://127.0.0.1/cb".into(),
+                ],
+                post_logout_redirect_uris: vec!["https://app.example.com/bye".into()],
+                first_party: true,
                 now: 1_000,
             },
             &event("client.add"),
         )
         .await
         .expect("client");
+    let client = store
+        .find_client("c")
+        .await
+        .expect("find")
+        .expect("the client");
+    assert_eq!(
+        client.redirect_uris,
+        ["https://app.example.com/cb", "http://127.0.0.1/cb"]
+    );
+    assert_eq!(
+        client.post_logout_redirect_uris,
+        ["https://app.example.com/bye"]
+    );
+    assert!(client.first_party);
     store
         .create_family(
             &NewFamily {

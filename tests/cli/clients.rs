@@ -3,9 +3,9 @@
 use serde_json::Value;
 
 use crate::common::Backend;
-use crate::{Tessera, assert_timestamp, str_field, strings};
+use crate::{Tessera, assert_one_line_error, assert_timestamp, str_field, strings};
 
-const CLIENT_FIELDS: [&str; 10] = [
+const CLIENT_FIELDS: [&str; 13] = [
     "client_id",
     "name",
     "public",
@@ -14,6 +14,9 @@ const CLIENT_FIELDS: [&str; 10] = [
     "audiences",
     "introspect",
     "access_token_ttl",
+    "redirect_uris",
+    "post_logout_redirect_uris",
+    "first_party",
     "created_at",
     "updated_at",
 ];
@@ -306,7 +309,130 @@ async fn duplicate_client_is_refused(backend: Backend) {
     assert_eq!(shown["grant_types"], first["grant_types"]);
 }
 
+async fn redirect_uris_are_registered_exactly_and_checked(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let added = t.json([
+        "client",
+        "add",
+        "web",
+        "--grant",
+        "refresh_token",
+        "--redirect-uri",
+        "https://app.example.com/callback",
+        "--redirect-uri",
+        "http://127.0.0.1/callback",
+        "--redirect-uri",
+        "https://app.example.com/callback",
+        "--post-logout-redirect-uri",
+        "https://app.example.com/bye",
+        "--first-party",
+        "--json",
+    ]);
+    assert_client_fields(&added);
+    assert_eq!(
+        strings(&added["redirect_uris"]),
+        [
+            "https://app.example.com/callback",
+            "http://127.0.0.1/callback"
+        ]
+    );
+    assert_eq!(
+        strings(&added["post_logout_redirect_uris"]),
+        ["https://app.example.com/bye"]
+    );
+    assert_eq!(added["first_party"], true);
+    let mut shown = added.clone();
+    shown
+        .as_object_mut()
+        .expect("an object")
+        .remove("client_secret");
+    assert_eq!(t.json(["client", "show", "web", "--json"]), shown);
+    let text = t.ok(["client", "show", "web"]);
+    assert!(
+        text.contains("redirect:     https://app.example.com/callback http://127.0.0.1/callback"),
+        "{text}"
+    );
+    assert!(text.contains("first party:  true"), "{text}");
+    let listed = t.clients();
+    assert_eq!(listed[0]["redirect_uris"], added["redirect_uris"]);
+
+    // A client registered without them has none, and is not first-party.
+    let plain = t.json([
+        "client",
+        "add",
+        "svc",
+        "--grant",
+        "client_credentials",
+        "--json",
+    ]);
+    assert_eq!(strings(&plain["redirect_uris"]), Vec::<String>::new());
+    assert_eq!(plain["first_party"], false);
+
+    let before = t.snapshot();
+    for (uri, why) in [
+        ("http://app.example.com/cb", "use https"),
+        ("http://localhost:8080/cb", "use https"),
+        ("https://app.example.com/cb#top", "fragment"),
+        (
+            "https://user:pw@app.example.com/cb",
+            "user name or password",
+        ),
+        ("/callback", "not an absolute URI"),
+        ("javascript:alert(1)", "reversed domain name"),
+        ("https://app.example.com/a b", "control character"),
+    ] {
+        let err = t.fail(
+            [
+                "client",
+                "add",
+                "bad",
+                "--grant",
+                "refresh_token",
+                "--redirect-uri",
+                uri,
+            ],
+            1,
+        );
+        assert!(err.contains(why), "{uri}: {err}");
+        assert_one_line_error(&err);
+        let err = t.fail(
+            ["client", "update", "web", "--post-logout-redirect-uri", uri],
+            1,
+        );
+        assert!(err.contains(why), "{uri}: {err}");
+    }
+    assert_eq!(t.snapshot(), before, "nothing refused was stored");
+
+    let updated = t.json([
+        "client",
+        "update",
+        "web",
+        "--redirect-uri",
+        "com.example.app:/oauth2redirect",
+        "--first-party",
+        "false",
+        "--json",
+    ]);
+    assert_eq!(
+        strings(&updated["redirect_uris"]),
+        ["com.example.app:/oauth2redirect"]
+    );
+    assert_eq!(
+        strings(&updated["post_logout_redirect_uris"]),
+        ["https://app.example.com/bye"],
+        "what was not given stays"
+    );
+    assert_eq!(updated["first_party"], false);
+    let audit = t.audit();
+    assert!(
+        audit.iter().any(|row| row["action"] == "client.update"
+            && row["details"]["redirect_uris"][0] == "com.example.app:/oauth2redirect"),
+        "{audit:?}"
+    );
+}
+
 crate::both_backends!(
+    redirect_uris_are_registered_exactly_and_checked,
     add_confidential_client_json,
     add_text_output_shows_secret_once,
     public_client_has_no_secret,

@@ -10,6 +10,7 @@ mod config;
 mod paging;
 mod roles;
 mod tokens;
+mod upgrade;
 mod users;
 
 use std::ffi::{OsStr, OsString};

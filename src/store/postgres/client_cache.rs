@@ -221,6 +221,9 @@ mod tests {
             audiences: vec![],
             access_ttl: None,
             introspect: false,
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
+            first_party: false,
             created_at: 0,
             updated_at: 0,
         }

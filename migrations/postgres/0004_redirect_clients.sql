@@ -1,0 +1,6 @@
+-- Clients of redirect-based flows: the redirect URIs they may be sent back to (matched
+-- exactly), where RP-initiated logout may send the user, and whether the user is asked for
+-- consent (first-party clients are not). Space-separated lists, as grant_types and scopes.
+ALTER TABLE clients ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT '';
+ALTER TABLE clients ADD COLUMN post_logout_redirect_uris TEXT NOT NULL DEFAULT '';
+ALTER TABLE clients ADD COLUMN first_party BIGINT NOT NULL DEFAULT 0;
