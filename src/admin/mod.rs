@@ -21,10 +21,10 @@ use crate::store::{AuditEvent, Store, StoreError};
 pub use crate::keys::{KeyInfo, KeyState};
 pub use crate::maintenance::CleanupReport;
 pub use crate::store::{
-    AuditFilter, AuditRow, ClientRecord, FamilySummary, Page, RoleRecord, UserRecord,
+    AuditFilter, AuditRow, ClientRecord, FamilySummary, Page, RoleRecord, UserProfile, UserRecord,
 };
 pub use clients::{ClientSpec, ClientUpdate};
-pub use users::user_cursor;
+pub use users::{ProfileUpdate, user_cursor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

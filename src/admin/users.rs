@@ -4,7 +4,47 @@ use serde_json::json;
 
 use super::{Admin, AdminError};
 use crate::oauth::usernames;
-use crate::store::{NewUser, Page, StoreError, UserRecord};
+use crate::store::{NewUser, Page, StoreError, UserProfile, UserRecord};
+
+/// What `tessera user update` may change in a profile; `None` leaves a field alone, and
+/// `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    pub email: Option<Option<String>>,
+    pub email_verified: Option<bool>,
+    pub name: Option<Option<String>>,
+}
+
+/// An email address as OpenID Connect will hand it out: one `@` with text on both sides, no
+/// spaces or control characters, at most 254 characters (RFC 5321 §4.5.3.1.3). Whether it is
+/// the user's is for `--email-verified` to say.
+fn check_profile(profile: &UserProfile) -> Result<(), AdminError> {
+    if let Some(email) = &profile.email {
+        let well_formed = email.len() <= 254
+            && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+            });
+        if !well_formed {
+            return Err(AdminError::Invalid(format!(
+                "{email:?} is not an email address"
+            )));
+        }
+    }
+    if profile.email_verified && profile.email.is_none() {
+        return Err(AdminError::Invalid(
+            "--email-verified needs an email".into(),
+        ));
+    }
+    if let Some(name) = &profile.name
+        && (name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control))
+    {
+        return Err(AdminError::Invalid(
+            "name must be 1 to 200 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Where the page after `user` starts: what `--after` takes, its normalized username.
 pub fn user_cursor(user: &UserRecord) -> String {
@@ -50,7 +90,20 @@ impl Admin {
         roles: &[String],
         disabled: bool,
     ) -> Result<UserRecord, AdminError> {
+        self.add_user_with_profile(username, password, roles, disabled, UserProfile::default())
+            .await
+    }
+
+    pub async fn add_user_with_profile(
+        &self,
+        username: &str,
+        password: &str,
+        roles: &[String],
+        disabled: bool,
+        profile: UserProfile,
+    ) -> Result<UserRecord, AdminError> {
         usernames::validate(username).map_err(|e| AdminError::Invalid(e.into()))?;
+        check_profile(&profile)?;
         self.check_password(username, password)?;
         let mut roles = roles.to_vec();
         roles.sort();
@@ -63,6 +116,7 @@ impl Admin {
             password_hash: hash,
             disabled,
             roles: roles.clone(),
+            profile,
             now: self.clock.now(),
         };
         let event = self
@@ -91,6 +145,43 @@ impl Admin {
             limit: page.limit,
         };
         Ok(self.store.list_users(&page, prefix.as_deref()).await?)
+    }
+
+    /// Changes a user's email, its verification or name. A new email is unverified unless
+    /// the update says otherwise.
+    pub async fn update_profile(
+        &self,
+        username: &str,
+        update: ProfileUpdate,
+    ) -> Result<UserRecord, AdminError> {
+        let user = self.user(username).await?;
+        let mut profile = user.profile.clone();
+        if let Some(email) = update.email {
+            if email != profile.email {
+                profile.email_verified = false;
+            }
+            profile.email = email;
+        }
+        if let Some(verified) = update.email_verified {
+            profile.email_verified = verified;
+        }
+        if let Some(name) = update.name {
+            profile.name = name;
+        }
+        check_profile(&profile)?;
+        // The address itself is personal data: the audit row says what changed, not to what.
+        let event = self
+            .event("user.update", &user.username)
+            .user(&user.username)
+            .details(json!({
+                "email_changed": profile.email != user.profile.email,
+                "email_verified": profile.email_verified,
+                "name_changed": profile.name != user.profile.name,
+            }));
+        self.store
+            .set_user_profile(&user.id, &profile, self.clock.now(), &event)
+            .await?;
+        self.user(username).await
     }
 
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AdminError> {

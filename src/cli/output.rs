@@ -61,6 +61,9 @@ pub struct UserView {
     pub created_at: String,
     pub updated_at: String,
     pub password_changed_at: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
 }
 
 impl From<&UserRecord> for UserView {
@@ -73,6 +76,9 @@ impl From<&UserRecord> for UserView {
             created_at: format_time(u.created_at),
             updated_at: format_time(u.updated_at),
             password_changed_at: format_time(u.password_changed_at),
+            email: u.profile.email.clone(),
+            email_verified: u.profile.email_verified,
+            name: u.profile.name.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::output::{self, UserView};
 use super::page::PageArgs;
 use super::password;
-use crate::admin::{Admin, user_cursor};
+use crate::admin::{Admin, ProfileUpdate, UserProfile, user_cursor};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -21,6 +21,36 @@ pub enum UserCommand {
         /// Create the account disabled.
         #[arg(long)]
         disabled: bool,
+        /// The user's email address (OpenID Connect `email` scope).
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// The email address is known to be the user's.
+        #[arg(long, requires = "email")]
+        email_verified: bool,
+        /// The user's full name (OpenID Connect `profile` scope).
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+    },
+    /// Change a user's email address or name; options not given stay as they are.
+    Update {
+        username: String,
+        /// A new email address; it is unverified unless --email-verified true is given too.
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "no_email")]
+        email: Option<String>,
+        /// Remove the email address.
+        #[arg(long)]
+        no_email: bool,
+        /// Whether the email address is known to be the user's.
+        #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+        email_verified: Option<bool>,
+        /// A new full name.
+        #[arg(long, value_name = "TEXT", conflicts_with = "no_name")]
+        name: Option<String>,
+        /// Remove the name.
+        #[arg(long)]
+        no_name: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// List users in username order, one page at a time.
     List {
@@ -63,12 +93,45 @@ pub async fn run(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
             roles,
             password_stdin,
             disabled,
+            email,
+            email_verified,
+            name,
         } => {
             let password = password::read(password_stdin)?;
+            let profile = UserProfile {
+                email,
+                email_verified,
+                name,
+            };
             let user = admin
-                .add_user(&username, &password, &roles, disabled)
+                .add_user_with_profile(&username, &password, &roles, disabled, profile)
                 .await?;
             println!("user {} created (id {})", user.username, user.id);
+        }
+        UserCommand::Update {
+            username,
+            email,
+            no_email,
+            email_verified,
+            name,
+            no_name,
+            json,
+        } => {
+            let update = ProfileUpdate {
+                email: if no_email {
+                    Some(None)
+                } else {
+                    email.map(Some)
+                },
+                email_verified,
+                name: if no_name { Some(None) } else { name.map(Some) },
+            };
+            let user = admin.update_profile(&username, update).await?;
+            if json {
+                output::json(&UserView::from(&user))?;
+            } else {
+                println!("user {} updated", user.username);
+            }
         }
         UserCommand::List { search, page, json } => {
             let users = admin.list_users(&page.page(), search.as_deref()).await?;
@@ -105,6 +168,17 @@ pub async fn run(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                     if v.disabled { "disabled" } else { "enabled" }
                 );
                 println!("roles:               {}", v.roles.join(", "));
+                if let Some(email) = &v.email {
+                    let verified = if v.email_verified {
+                        "verified"
+                    } else {
+                        "unverified"
+                    };
+                    println!("email:               {email} ({verified})");
+                }
+                if let Some(name) = &v.name {
+                    println!("name:                {name}");
+                }
                 println!("created:             {}", v.created_at);
                 println!("updated:             {}", v.updated_at);
                 println!("password changed:    {}", v.password_changed_at);

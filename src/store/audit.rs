@@ -151,6 +151,22 @@ macro_rules! audit_statements {
             Ok(())
         }
 
+        /// Ends a change of one row: `NotFound(what)` (rolling back) when `affected` is 0,
+        /// otherwise its audit row and the commit.
+        async fn commit_change(
+            mut tx: sqlx::Transaction<'static, Db>,
+            affected: u64,
+            what: &'static str,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            if affected == 0 {
+                return Err(StoreError::NotFound(what));
+            }
+            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
         /// Records events that go with no state change (a failed login, a denied request).
         pub(super) async fn record(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
             let mut conn = self.pool.acquire().await?;

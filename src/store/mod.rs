@@ -32,7 +32,7 @@ pub use roles::RoleRecord;
 pub use rotation::{Narrowing, Rotation, RotationRequest};
 pub use sqlite::SqliteStore;
 pub use throttle::ThrottleState;
-pub use users::{NewUser, UserRecord};
+pub use users::{NewUser, UserProfile, UserRecord};
 
 /// What the statements shared by both backends name; each backend module imports it whole,
 /// since a shared statement is expanded there (see [`shared`]).
@@ -49,7 +49,7 @@ mod prelude {
     };
     pub(super) use super::throttle::{LoginRow, ThrottleState, login_from_rows};
     pub(super) use super::users::{
-        NewUser, UserRecord, UserRoleRow, fold_users, select_user_roles,
+        NewUser, UserProfile, UserRecord, UserRoleRow, fold_users, select_user_roles,
     };
     pub(super) use super::{Page, join_list, like_prefix, split_list};
 }
@@ -267,6 +267,7 @@ forward! {
     fn find_user(&self, username_normalized: &str) -> Result<Option<UserRecord>, StoreError>;
     fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
     fn set_password(&self, user_id: &str, hash: &str, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn set_user_profile(&self, user_id: &str, profile: &UserProfile, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
     fn upgrade_password_hash(&self, user_id: &str, old_hash: &str, new_hash: &str) -> Result<(), StoreError>;
     fn set_user_disabled(&self, user_id: &str, disabled: bool, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
     fn delete_user(&self, user_id: &str, event: &AuditEvent) -> Result<(), StoreError>;

@@ -9,7 +9,7 @@ use sqlx::FromRow;
 use super::audit::AuditEvent;
 use super::refresh::FamilyRecord;
 use super::refresh::RefreshLookup;
-use super::users::UserRecord;
+use super::users::{UserProfile, UserRecord};
 
 /// Whether a family's scope (space-separated) allows what a rotation asks for.
 pub type Narrowing = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -63,6 +63,9 @@ pub(super) struct FamilyUserRow {
     pub(super) user_created_at: i64,
     pub(super) user_updated_at: i64,
     pub(super) password_changed_at: i64,
+    pub(super) email: Option<String>,
+    pub(super) email_verified: i64,
+    pub(super) display_name: Option<String>,
     /// One role per row (multi-statement path) or all of them joined by spaces (one-statement).
     pub(super) roles: Option<String>,
 }
@@ -89,6 +92,11 @@ impl FamilyUserRow {
                 created_at: self.user_created_at,
                 updated_at: self.user_updated_at,
                 password_changed_at: self.password_changed_at,
+                profile: UserProfile::from_columns(
+                    self.email,
+                    self.email_verified,
+                    self.display_name,
+                ),
             }),
         }
     }
@@ -100,7 +108,8 @@ macro_rules! family_owner_columns {
     () => {
         "f.id, f.user_id, f.client_id, f.scope, f.created_at, f.expires_at, u.username, \
          u.password_hash, u.disabled, u.created_at AS user_created_at, \
-         u.updated_at AS user_updated_at, u.password_changed_at"
+         u.updated_at AS user_updated_at, u.password_changed_at, u.email, u.email_verified, \
+         u.display_name"
     };
 }
 pub(super) use family_owner_columns;

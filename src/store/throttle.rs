@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::users::UserRecord;
+use super::users::{UserProfile, UserRecord};
 
 /// A user (all columns NULL when there is none), one of their roles, and the throttle state.
 #[derive(FromRow)]
@@ -16,6 +16,9 @@ pub(super) struct LoginRow {
     created_at: Option<i64>,
     updated_at: Option<i64>,
     password_changed_at: Option<i64>,
+    email: Option<String>,
+    email_verified: Option<i64>,
+    display_name: Option<String>,
     role_name: Option<String>,
     failures: Option<i64>,
     locked_until: Option<i64>,
@@ -46,6 +49,11 @@ pub(super) fn login_from_rows(rows: Vec<LoginRow>) -> (Option<UserRecord>, Optio
             created_at: first.created_at?,
             updated_at: first.updated_at?,
             password_changed_at: first.password_changed_at?,
+            profile: UserProfile::from_columns(
+                first.email,
+                first.email_verified?,
+                first.display_name,
+            ),
         };
         user.roles.extend(rows.filter_map(|r| r.role_name));
         user.roles.sort();
@@ -77,7 +85,8 @@ macro_rules! throttle_statements {
         ) -> Result<(Option<UserRecord>, Option<ThrottleState>), StoreError> {
             let rows = sqlx::query_as::<_, LoginRow>(
                 "SELECT u.id, u.username, u.password_hash, u.disabled, u.created_at, u.updated_at, \
-                 u.password_changed_at, r.role_name, t.failures, t.locked_until \
+                 u.password_changed_at, u.email, u.email_verified, u.display_name, r.role_name, \
+             t.failures, t.locked_until \
                  FROM (SELECT CAST($1 AS TEXT) AS name) q \
                  LEFT JOIN users u ON u.username_normalized = q.name \
                  LEFT JOIN user_roles r ON r.user_id = u.id \

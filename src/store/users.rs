@@ -14,6 +14,32 @@ pub struct UserRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub password_changed_at: i64,
+    #[serde(flatten)]
+    pub profile: UserProfile,
+}
+
+/// What OpenID Connect may tell a client about a user: the `email` scope's claims and the
+/// `profile` scope's `name`. Each is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserProfile {
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+}
+
+impl UserProfile {
+    /// From the columns as stored (`email_verified` 0 or 1).
+    pub(super) fn from_columns(
+        email: Option<String>,
+        email_verified: i64,
+        name: Option<String>,
+    ) -> Self {
+        Self {
+            email,
+            email_verified: email_verified != 0,
+            name,
+        }
+    }
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -34,6 +60,7 @@ pub struct NewUser {
     pub password_hash: String,
     pub disabled: bool,
     pub roles: Vec<String>,
+    pub profile: UserProfile,
     pub now: i64,
 }
 
@@ -46,6 +73,9 @@ pub(super) struct UserRoleRow {
     created_at: i64,
     updated_at: i64,
     password_changed_at: i64,
+    email: Option<String>,
+    email_verified: i64,
+    display_name: Option<String>,
     role_name: Option<String>,
 }
 
@@ -54,7 +84,7 @@ macro_rules! select_user_roles {
     ($tail:literal) => {
         concat!(
             "SELECT u.id, u.username, u.password_hash, u.disabled, u.created_at, u.updated_at, \
-             u.password_changed_at, r.role_name \
+             u.password_changed_at, u.email, u.email_verified, u.display_name, r.role_name \
              FROM users u LEFT JOIN user_roles r ON r.user_id = u.id",
             $tail
         )
@@ -76,6 +106,7 @@ pub(super) fn fold_users(rows: Vec<UserRoleRow>) -> Vec<UserRecord> {
                 created_at: row.created_at,
                 updated_at: row.updated_at,
                 password_changed_at: row.password_changed_at,
+                profile: UserProfile::from_columns(row.email, row.email_verified, row.display_name),
             });
         }
         if let (Some(role), Some(user)) = (row.role_name, users.last_mut()) {
@@ -126,7 +157,8 @@ macro_rules! user_statements {
             }
             sqlx::query(
                 "INSERT INTO users (id, username, username_normalized, password_hash, disabled, \
-                 created_at, updated_at, password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+                 created_at, updated_at, password_changed_at, email, email_verified, display_name) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9)",
             )
             .bind(&user.id)
             .bind(&user.username)
@@ -134,6 +166,9 @@ macro_rules! user_statements {
             .bind(&user.password_hash)
             .bind(i64::from(user.disabled))
             .bind(user.now)
+            .bind(user.profile.email.clone())
+            .bind(i64::from(user.profile.email_verified))
+            .bind(user.profile.name.clone())
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, "user"))?;
@@ -225,6 +260,30 @@ macro_rules! user_statements {
         }
 
         /// Replaces a hash made with outdated parameters, only if it is still the one verified.
+        /// Replaces the user's profile (email, whether it is verified, name).
+        pub(super) async fn set_user_profile(
+            &self,
+            user_id: &str,
+            profile: &UserProfile,
+            now: i64,
+            event: &AuditEvent,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE users SET email = $1, email_verified = $2, display_name = $3, \
+                 updated_at = $4 WHERE id = $5",
+            )
+            .bind(profile.email.clone())
+            .bind(i64::from(profile.email_verified))
+            .bind(profile.name.clone())
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            Self::commit_change(tx, updated, "user", event).await
+        }
+
         pub(super) async fn upgrade_password_hash(
             &self,
             user_id: &str,
@@ -275,12 +334,7 @@ macro_rules! user_statements {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if deleted == 0 {
-                return Err(StoreError::NotFound("user"));
-            }
-            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
-            tx.commit().await?;
-            Ok(())
+            Self::commit_change(tx, deleted, "user", event).await
         }
 
         pub(super) async fn grant_role(
@@ -317,12 +371,7 @@ macro_rules! user_statements {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if deleted == 0 {
-                return Err(StoreError::NotFound("role assignment"));
-            }
-            Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
-            tx.commit().await?;
-            Ok(())
+            Self::commit_change(tx, deleted, "role assignment", event).await
         }
     };
 }

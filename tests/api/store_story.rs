@@ -3,7 +3,7 @@
 
 use tessera::store::{
     AuditEvent, AuditFilter, NewClient, NewFamily, NewUser, PoolOptions, Rotation, RotationRequest,
-    Store, StoreError,
+    Store, StoreError, UserProfile,
 };
 
 use crate::both_backends;
@@ -37,7 +37,16 @@ fn user(id: &str, name: &str) -> NewUser {
         password_hash: "$argon2id$fake".into(),
         disabled: false,
         roles: vec![],
+        profile: UserProfile::default(),
         now: 1_000,
+    }
+}
+
+fn alice_profile() -> UserProfile {
+    UserProfile {
+        email: Some("alice@example.com".into()),
+        email_verified: true,
+        name: Some("Alice Liddell".into()),
     }
 }
 
@@ -145,10 +154,18 @@ async fn users_roles_and_uniqueness(backend: Backend) {
 async fn refresh_rotation_is_compare_and_set(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = open(&db).await;
+    let mut alice = user("u1", "alice");
+    alice.profile = alice_profile();
     store
-        .create_user(&user("u1", "alice"), &event("user.add"))
+        .create_user(&alice, &event("user.add"))
         .await
         .expect("user");
+    let found = store
+        .find_user("alice")
+        .await
+        .expect("find")
+        .expect("alice");
+    assert_eq!(found.profile, alice_profile());
     store
         .create_client(
             &NewClient {
@@ -249,6 +266,11 @@ async fn refresh_rotation_is_compare_and_set(backend: Backend) {
         Rotation::Rotated { family, user } => {
             assert_eq!(family.id, "f1");
             assert_eq!(user.username, "alice");
+            assert_eq!(
+                user.profile,
+                alice_profile(),
+                "the rotation reads the profile too"
+            );
         }
         other => panic!("expected rotation, got {other:?}"),
     }

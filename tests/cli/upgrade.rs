@@ -55,10 +55,19 @@ async fn migrate_to_before(t: &Tessera, before: i64) {
     .execute(&mut conn)
     .await
     .expect("old client");
+    sqlx::query(
+        "INSERT INTO users (id, username, username_normalized, password_hash, disabled, \
+         created_at, updated_at, password_changed_at) \
+         VALUES ('7c0a4a4e-3c4e-4d7e-9a53-3f1f6b1f0a11', 'Carol', 'carol', '$argon2id$old', 0, \
+         1700000000, 1700000000, 1700000000)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("old user");
     conn.close().await.expect("close");
 }
 
-async fn redirect_columns_come_with_defaults(backend: Backend) {
+async fn new_columns_come_with_defaults(backend: Backend) {
     let t = Tessera::new(backend).await;
     migrate_to_before(&t, 4).await;
     t.ok(["migrate"]);
@@ -75,6 +84,13 @@ async fn redirect_columns_come_with_defaults(backend: Backend) {
         Vec::<String>::new()
     );
     assert_eq!(client["first_party"], false);
+    let carol = t.json(["user", "show", "carol", "--json"]);
+    assert_eq!(carol["username"], "Carol");
+    assert_eq!(carol["email"], serde_json::Value::Null);
+    assert_eq!(carol["email_verified"], false);
+    assert_eq!(carol["name"], serde_json::Value::Null);
+    let carol = t.json(["user", "update", "carol", "--name", "Carol", "--json"]);
+    assert_eq!(carol["name"], "Carol");
     // And the upgraded row takes the new columns.
     let updated = t.json([
         "client",
@@ -91,4 +107,4 @@ async fn redirect_columns_come_with_defaults(backend: Backend) {
     t.ok(["migrate"]);
 }
 
-crate::both_backends!(redirect_columns_come_with_defaults);
+crate::both_backends!(new_columns_come_with_defaults);

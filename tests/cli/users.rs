@@ -206,7 +206,128 @@ async fn list_is_sorted_case_insensitively(backend: Backend) {
     assert_eq!(t.usernames(), ["Alice", "bob", "carol"]);
 }
 
+async fn email_and_name_are_set_checked_and_audited(backend: Backend) {
+    let t = Tessera::new(backend).await;
+    let out = t.ok_stdin(
+        [
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--email",
+            "alice@example.com",
+            "--email-verified",
+            "--name",
+            "Alice Liddell",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.contains("user alice created"), "{out}");
+    let alice = t.user("alice");
+    assert_eq!(alice["email"], "alice@example.com");
+    assert_eq!(alice["email_verified"], true);
+    assert_eq!(alice["name"], "Alice Liddell");
+    let text = t.ok(["user", "show", "alice"]);
+    assert!(
+        text.contains("email:               alice@example.com (verified)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("name:                Alice Liddell"),
+        "{text}"
+    );
+    assert_eq!(t.users()[0]["email"], "alice@example.com");
+
+    // Without them: null, unverified.
+    let bob = t.add_user("bob", &[]);
+    assert_eq!(bob["email"], serde_json::Value::Null);
+    assert_eq!(bob["email_verified"], false);
+    assert_eq!(bob["name"], serde_json::Value::Null);
+
+    // A new address is unverified until said so; what is not given stays.
+    let updated = t.json([
+        "user",
+        "update",
+        "alice",
+        "--email",
+        "a@example.org",
+        "--json",
+    ]);
+    assert_eq!(updated["email"], "a@example.org");
+    assert_eq!(updated["email_verified"], false);
+    assert_eq!(updated["name"], "Alice Liddell");
+    let updated = t.json([
+        "user",
+        "update",
+        "ALICE",
+        "--email-verified",
+        "true",
+        "--no-name",
+        "--json",
+    ]);
+    assert_eq!(updated["email_verified"], true);
+    assert_eq!(updated["name"], serde_json::Value::Null);
+    assert_eq!(t.user("alice"), updated);
+    let rows: Vec<serde_json::Value> = t
+        .audit()
+        .into_iter()
+        .filter(|r| r["action"] == "user.update")
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["details"]["email_changed"], true);
+    let raw = serde_json::to_string(&rows).expect("json");
+    assert!(
+        !raw.contains("a@example.org"),
+        "the audit log does not copy the address: {raw}"
+    );
+
+    let before = t.snapshot();
+    for (args, why) in [
+        (
+            vec!["user", "update", "alice", "--email", "not-an-address"],
+            "is not an email address",
+        ),
+        (
+            vec!["user", "update", "alice", "--email", "a b@example.com"],
+            "is not an email address",
+        ),
+        (
+            vec!["user", "update", "alice", "--email", "@example.com"],
+            "is not an email address",
+        ),
+        (
+            vec!["user", "update", "bob", "--email-verified", "true"],
+            "--email-verified needs an email",
+        ),
+        (
+            vec!["user", "update", "alice", "--name", ""],
+            "name must be 1 to 200 characters",
+        ),
+        (
+            vec!["user", "update", "alice", "--name", "a\u{7}b"],
+            "without control characters",
+        ),
+        (
+            vec!["user", "update", "ghost", "--name", "x"],
+            "user ghost does not exist",
+        ),
+    ] {
+        let err = t.fail(args.clone(), 1);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let err = t.fail(
+        ["user", "update", "alice", "--email", "x@y", "--no-email"],
+        2,
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert_eq!(t.snapshot(), before, "nothing refused was stored");
+    let cleared = t.json(["user", "update", "alice", "--no-email", "--json"]);
+    assert_eq!(cleared["email"], serde_json::Value::Null);
+    assert_eq!(cleared["email_verified"], false);
+}
+
 crate::both_backends!(
+    email_and_name_are_set_checked_and_audited,
     add_shows_user_with_roles_and_documented_fields,
     add_disabled_and_toggle,
     lookups_ignore_case,

@@ -37,7 +37,8 @@ const ROTATE_IN_ONE_STATEMENT: &str = concat!(
          SELECT $1, $6, $7, id, $8, username_normalized, $3, $9 FROM fam \
      ) \
      SELECT id, user_id, client_id, scope, created_at, expires_at, username, password_hash, \
-            disabled, user_created_at, user_updated_at, password_changed_at, \
+            disabled, user_created_at, user_updated_at, password_changed_at, email, email_verified, \
+            display_name, \
             (SELECT string_agg(r.role_name, ' ' ORDER BY r.role_name) FROM user_roles r \
              WHERE r.user_id = fam.user_id) AS roles \
      FROM fam"

@@ -97,7 +97,8 @@ const ROTATE_BATCH: &str = concat!(
          FROM fam JOIN q ON q.i = fam.i \
      ) \
      SELECT fam.i, id, user_id, client_id, scope, created_at, expires_at, username, \
-            password_hash, disabled, user_created_at, user_updated_at, password_changed_at, \
+            password_hash, disabled, user_created_at, user_updated_at, password_changed_at, email, email_verified, \
+            display_name, \
             (SELECT string_agg(r.role_name, ' ' ORDER BY r.role_name) FROM user_roles r \
              WHERE r.user_id = fam.user_id) AS roles \
      FROM fam"
