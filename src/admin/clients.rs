@@ -109,6 +109,42 @@ fn validate_lists(
 
 /// Checks every redirect and post-logout redirect URI (`oauth::redirect_uri`); each list is
 /// bounded so that a client record stays small.
+/// A first-party client skips the consent page, which is only safe when its redirect proves
+/// which client asked: a confidential client whose redirect URIs no other program on the
+/// user's device can receive (RFC 8252 §8.6, RFC 6749 §10.2).
+fn validate_first_party(
+    first_party: bool,
+    public: bool,
+    redirects: &[String],
+) -> Result<(), AdminError> {
+    if !first_party {
+        return Ok(());
+    }
+    if public {
+        return Err(AdminError::Invalid(
+            "a public client cannot be first-party: nothing proves which app asks for it".into(),
+        ));
+    }
+    if let Some(uri) = redirects
+        .iter()
+        .find(|u| redirect_uri::any_local_app_may_receive(u))
+    {
+        return Err(AdminError::Invalid(format!(
+            "a first-party client cannot redirect to {uri}: any app on the device may receive it"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<(), AdminError> {
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(
+            "name must be at most 200 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_redirects(redirects: &[String], post_logout: &[String]) -> Result<(), AdminError> {
     const MAX_URIS: usize = 20;
     if redirects.len() > MAX_URIS || post_logout.len() > MAX_URIS {
@@ -164,11 +200,8 @@ impl Admin {
             dedup(spec.post_logout_redirect_uris),
         );
         validate_redirects(&redirect_uris, &post_logout_redirect_uris)?;
-        if spec.name.chars().count() > 200 || spec.name.chars().any(char::is_control) {
-            return Err(AdminError::Invalid(
-                "name must be at most 200 characters, without control characters".into(),
-            ));
-        }
+        validate_first_party(spec.first_party, spec.public, &redirect_uris)?;
+        validate_name(&spec.name)?;
         let secret = (!spec.public).then(|| tokens::generate(tokens::CLIENT_SECRET_PREFIX));
         let client = NewClient {
             client_id: spec.client_id.clone(),
@@ -190,6 +223,7 @@ impl Admin {
             .details(json!({
                 "grants": grants, "scopes": scopes, "public": spec.public,
                 "introspect": spec.introspect, "redirect_uris": redirect_uris,
+                "post_logout_redirect_uris": client.post_logout_redirect_uris,
                 "first_party": spec.first_party,
             }));
         match self.store.create_client(&client, &event).await {
@@ -238,6 +272,12 @@ impl Admin {
             client.first_party = f;
         }
         validate_redirects(&client.redirect_uris, &client.post_logout_redirect_uris)?;
+        validate_first_party(
+            client.first_party,
+            client.is_public(),
+            &client.redirect_uris,
+        )?;
+        validate_name(&client.name)?;
         validate_lists(
             &client.grant_types,
             &client.scopes,
@@ -248,7 +288,9 @@ impl Admin {
         )?;
         let event = self.event("client.update", client_id).client(client_id).details(json!({
             "grants": client.grant_types, "scopes": client.scopes, "introspect": client.introspect,
-            "redirect_uris": client.redirect_uris, "first_party": client.first_party,
+            "name": client.name, "redirect_uris": client.redirect_uris,
+            "post_logout_redirect_uris": client.post_logout_redirect_uris,
+            "first_party": client.first_party,
         }));
         self.store
             .update_client(&client, self.clock.now(), &event)

@@ -7,21 +7,30 @@ use crate::oauth::usernames;
 use crate::store::{NewUser, Page, StoreError, UserProfile, UserRecord};
 
 /// What `tessera user update` may change in a profile; `None` leaves a field alone, and
-/// `Some(None)` clears it.
-#[derive(Debug, Clone, Default)]
+/// `Some(None)` clears it. No `Debug`: it holds personal data.
+#[derive(Clone, Default)]
 pub struct ProfileUpdate {
     pub email: Option<Option<String>>,
     pub email_verified: Option<bool>,
     pub name: Option<Option<String>>,
 }
 
-/// An email address as OpenID Connect will hand it out: one `@` with text on both sides, no
-/// spaces or control characters, at most 254 characters (RFC 5321 §4.5.3.1.3). Whether it is
-/// the user's is for `--email-verified` to say.
+/// Characters that change how text around them is shown without showing themselves (bidi
+/// overrides, zero-width and invisible characters): refused in names, so that a name cannot
+/// pass for another in a client's user interface.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+}
+
+/// An email address as OpenID Connect will hand it out: printable ASCII (internationalised
+/// addresses are not taken), one `@` with text on both sides, at most 254 characters
+/// (RFC 5321 §4.5.3.1.3). Whether it is the user's is for `--email-verified` to say.
 fn check_profile(profile: &UserProfile) -> Result<(), AdminError> {
     if let Some(email) = &profile.email {
         let well_formed = email.len() <= 254
-            && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+            && email.bytes().all(|b| b.is_ascii_graphic())
             && email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty() && !domain.is_empty() && !domain.contains('@')
             });
@@ -37,10 +46,15 @@ fn check_profile(profile: &UserProfile) -> Result<(), AdminError> {
         ));
     }
     if let Some(name) = &profile.name
-        && (name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control))
+        && (name.is_empty()
+            || name.chars().count() > 200
+            || name
+                .chars()
+                .any(|c| c.is_control() || is_invisible_format(c)))
     {
         return Err(AdminError::Invalid(
-            "name must be 1 to 200 characters, without control characters".into(),
+            "name must be 1 to 200 characters, without control or invisible formatting characters"
+                .into(),
         ));
     }
     Ok(())

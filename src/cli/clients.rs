@@ -64,11 +64,25 @@ pub enum ClientCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         access_ttl: Option<std::time::Duration>,
         /// Replaces the redirect URI list (repeatable).
-        #[arg(long = "redirect-uri", value_name = "URI")]
+        #[arg(
+            long = "redirect-uri",
+            value_name = "URI",
+            conflicts_with = "no_redirect_uris"
+        )]
         redirect_uris: Vec<String>,
+        /// Removes every redirect URI.
+        #[arg(long)]
+        no_redirect_uris: bool,
         /// Replaces the post-logout redirect URI list (repeatable).
-        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        #[arg(
+            long = "post-logout-redirect-uri",
+            value_name = "URI",
+            conflicts_with = "no_post_logout_redirect_uris"
+        )]
         post_logout_redirect_uris: Vec<String>,
+        /// Removes every post-logout redirect URI.
+        #[arg(long)]
+        no_post_logout_redirect_uris: bool,
         /// Mark (true) or unmark (false) the client as the operator's own.
         #[arg(long, action = ArgAction::Set, value_name = "BOOL")]
         first_party: Option<bool>,
@@ -181,7 +195,9 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
             introspect,
             access_ttl,
             redirect_uris,
+            no_redirect_uris,
             post_logout_redirect_uris,
+            no_post_logout_redirect_uris,
             first_party,
             json,
         } => {
@@ -193,8 +209,16 @@ pub async fn run(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
                 audiences: non_empty(audiences),
                 introspect,
                 access_ttl: access_ttl.map(|d| secs(Some(d))),
-                redirect_uris: non_empty(redirect_uris),
-                post_logout_redirect_uris: non_empty(post_logout_redirect_uris),
+                redirect_uris: if no_redirect_uris {
+                    Some(Vec::new())
+                } else {
+                    non_empty(redirect_uris)
+                },
+                post_logout_redirect_uris: if no_post_logout_redirect_uris {
+                    Some(Vec::new())
+                } else {
+                    non_empty(post_logout_redirect_uris)
+                },
                 first_party,
             };
             let client = admin.update_client(&client_id, update).await?;

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use crate::oauth::NotReady;
 
 /// A probe's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -53,19 +54,14 @@ pub async fn healthz() -> HttpResponse {
     ),
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let oauth = &state.oauth;
-    if let Err(err) = oauth.store.ping().await {
-        tracing::warn!(error = %err, "readiness: database check failed");
-        return HttpResponse::ServiceUnavailable().json(probe(
-            ProbeStatus::Unavailable,
-            Some("database unreachable"),
-        ));
+    match state.oauth.readiness().await {
+        Ok(()) => HttpResponse::Ok().json(probe(ProbeStatus::Ready, None)),
+        Err(not_ready) => {
+            if let NotReady::Database(err) = &not_ready {
+                tracing::warn!(error = %err, "readiness: database check failed");
+            }
+            HttpResponse::ServiceUnavailable()
+                .json(probe(ProbeStatus::Unavailable, Some(not_ready.reason())))
+        }
     }
-    if oauth.keys.active_signer(oauth.clock.now()).is_none() {
-        return HttpResponse::ServiceUnavailable().json(probe(
-            ProbeStatus::Unavailable,
-            Some("no active signing key"),
-        ));
-    }
-    HttpResponse::Ok().json(probe(ProbeStatus::Ready, None))
 }

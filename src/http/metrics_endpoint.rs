@@ -23,7 +23,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let Some(handle) = &state.metrics else {
         return HttpResponse::NotFound().finish();
     };
-    let (size, idle) = state.oauth.store.pool_stats();
+    let (size, idle) = state.oauth.pool_stats();
     let idle = u32::try_from(idle).unwrap_or(u32::MAX);
     metrics::gauge!("tessera_db_pool_connections", "state" => "in_use")
         .set(f64::from(size.saturating_sub(idle)));

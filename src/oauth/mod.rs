@@ -10,6 +10,7 @@ mod introspection;
 mod issue;
 mod login_gate;
 mod password_grant;
+mod readiness;
 pub mod redirect_uri;
 mod refresh_grant;
 mod refresh_rules;
@@ -24,15 +25,12 @@ pub use client_auth::{ClientAuth, authenticate};
 pub use error::OAuthError;
 pub use introspection::Introspection;
 pub use issue::{Subject, TokenResponse};
-
-/// The key ring's path before it left this module, for callers not yet moved to [`crate::keys`].
-#[doc(hidden)]
-pub use crate::keys as keyring;
-pub use crate::keys::KeyRing;
+pub use readiness::NotReady;
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::password::Hasher;
+use crate::keys::KeyRing;
 use crate::store::{AuditEvent, Store};
 
 /// Grant types Tessera implements (RFC 6749 §4.3, §4.4, §6).

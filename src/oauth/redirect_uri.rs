@@ -25,7 +25,23 @@ pub enum InvalidRedirectUri {
     PrivateScheme(String),
     #[error("{0:?} is longer than {MAX_LEN} characters or holds a space or a control character")]
     Malformed(String),
+    #[error("{uri:?} is not written the way browsers will read it; register it as {canonical:?}")]
+    NotCanonical { uri: String, canonical: String },
+    #[error("{0:?} holds a backslash, which browsers read as a slash")]
+    Backslash(String),
+    #[error("{0:?} already carries {1:?}, which the authorization response adds itself")]
+    ReservedParameter(String, String),
 }
+
+/// Parameters an authorization response (RFC 6749 §4.1.2, RFC 9207) puts on the redirect URI.
+const RESPONSE_PARAMETERS: [&str; 6] = [
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+];
 
 /// Checks one URI a client asks to register.
 ///
@@ -40,12 +56,33 @@ pub fn validate(uri: &str) -> Result<(), InvalidRedirectUri> {
     {
         return Err(InvalidRedirectUri::Malformed(uri.to_owned()));
     }
+    if uri.contains('\\') {
+        return Err(InvalidRedirectUri::Backslash(uri.to_owned()));
+    }
     let parsed = Url::parse(uri).map_err(|_| InvalidRedirectUri::NotAbsolute(uri.to_owned()))?;
     if uri.contains('#') || parsed.fragment().is_some() {
         return Err(InvalidRedirectUri::Fragment(uri.to_owned()));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(InvalidRedirectUri::UserInfo(uri.to_owned()));
+    }
+    // What is stored is what every parser reads alike: a URI the parser would rewrite (case,
+    // dot segments, `https:host`, percent-encoding, an IDN host, a spelled-out loopback
+    // address) could send a browser somewhere other than where it reads.
+    if parsed.as_str() != uri {
+        return Err(InvalidRedirectUri::NotCanonical {
+            uri: uri.to_owned(),
+            canonical: parsed.as_str().to_owned(),
+        });
+    }
+    if let Some((name, _)) = parsed
+        .query_pairs()
+        .find(|(name, _)| RESPONSE_PARAMETERS.contains(&name.as_ref()))
+    {
+        return Err(InvalidRedirectUri::ReservedParameter(
+            uri.to_owned(),
+            name.into_owned(),
+        ));
     }
     match parsed.scheme() {
         "https" if parsed.host().is_some() => Ok(()),
@@ -65,6 +102,15 @@ pub fn matches(registered: &[String], presented: &str) -> bool {
     registered
         .iter()
         .any(|r| r == presented || same_but_loopback_port(r, presented))
+}
+
+/// Whether any program on the user's device could receive what is sent to `uri`: a loopback
+/// address (any local process can listen on a port) or a private-use scheme (any app can claim
+/// it), RFC 8252 §8.6. Such a redirect does not prove which client asked.
+pub fn any_local_app_may_receive(uri: &str) -> bool {
+    Url::parse(uri).is_ok_and(|u| {
+        (u.scheme() == "http" && is_loopback(&u)) || !matches!(u.scheme(), "http" | "https")
+    })
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -155,6 +201,69 @@ mod tests {
             Err(InvalidRedirectUri::Malformed(_))
         ));
         assert!(validate("").is_err());
+    }
+
+    #[test]
+    fn refuses_what_parsers_would_read_differently() {
+        for (uri, canonical) in [
+            ("https:evil.example/cb", "https://evil.example/cb"),
+            ("https:/evil.example/cb", "https://evil.example/cb"),
+            ("HTTPS://app.example.com/cb", "https://app.example.com/cb"),
+            ("https://app.example.com", "https://app.example.com/"),
+            (
+                "https://app.example.com/a/../b",
+                "https://app.example.com/b",
+            ),
+            (
+                "https://app.example.com/cb/%2e%2e/x",
+                "https://app.example.com/x",
+            ),
+            ("https://\u{430}pple.com/", "https://xn--pple-43d.com/"),
+            (
+                "https://app.example.com/\u{200b}",
+                "https://app.example.com/%E2%80%8B",
+            ),
+            (
+                "https://app.example.com/\u{202e}",
+                "https://app.example.com/%E2%80%AE",
+            ),
+            ("http://127.1/cb", "http://127.0.0.1/cb"),
+            ("http://0x7f.1/cb", "http://127.0.0.1/cb"),
+            ("http://2130706433/cb", "http://127.0.0.1/cb"),
+            ("http://127.0.0.1:80/cb", "http://127.0.0.1/cb"),
+            ("http://[0:0::1]/cb", "http://[::1]/cb"),
+        ] {
+            assert_eq!(
+                validate(uri),
+                Err(InvalidRedirectUri::NotCanonical {
+                    uri: uri.into(),
+                    canonical: canonical.into()
+                }),
+                "{uri}"
+            );
+        }
+        assert!(matches!(
+            validate("https://evil.example\\@good.example/cb"),
+            Err(InvalidRedirectUri::Backslash(_))
+        ));
+        for reserved in ["code", "state", "iss", "error"] {
+            assert!(
+                matches!(
+                    validate(&format!("https://app.example.com/cb?{reserved}=x")),
+                    Err(InvalidRedirectUri::ReservedParameter(_, _))
+                ),
+                "{reserved}"
+            );
+        }
+        assert_eq!(validate("https://app.example.com/cb?tenant=7"), Ok(()));
+    }
+
+    #[test]
+    fn local_apps_may_receive_loopback_and_private_schemes() {
+        assert!(any_local_app_may_receive("http://127.0.0.1/cb"));
+        assert!(any_local_app_may_receive("http://[::1]:8080/cb"));
+        assert!(any_local_app_may_receive("com.example.app:/cb"));
+        assert!(!any_local_app_may_receive("https://app.example.com/cb"));
     }
 
     #[test]

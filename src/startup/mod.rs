@@ -20,7 +20,7 @@ use crate::keys::KeyRing;
 use crate::oauth::{OAuth, Policy};
 use crate::store::{AuditWriter, PoolOptions, Store, WriterOptions};
 
-pub use crate::keys::{key_policy, load_kek};
+use crate::keys::{key_policy, load_kek};
 
 pub struct Application {
     port: u16,

@@ -19,12 +19,22 @@ pub struct UserRecord {
 }
 
 /// What OpenID Connect may tell a client about a user: the `email` scope's claims and the
-/// `profile` scope's `name`. Each is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// `profile` scope's `name`. Each is optional. Personal data: its `Debug` says only what is set.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UserProfile {
     pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
+}
+
+impl std::fmt::Debug for UserProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserProfile")
+            .field("email", &self.email.as_ref().map(|_| "<set>"))
+            .field("email_verified", &self.email_verified)
+            .field("name", &self.name.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl UserProfile {
@@ -259,7 +269,6 @@ macro_rules! user_statements {
             Ok(())
         }
 
-        /// Replaces a hash made with outdated parameters, only if it is still the one verified.
         /// Replaces the user's profile (email, whether it is verified, name).
         pub(super) async fn set_user_profile(
             &self,
@@ -284,6 +293,7 @@ macro_rules! user_statements {
             Self::commit_change(tx, updated, "user", event).await
         }
 
+        /// Replaces a hash made with outdated parameters, only if it is still the one verified.
         pub(super) async fn upgrade_password_hash(
             &self,
             user_id: &str,

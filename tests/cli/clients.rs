@@ -325,10 +325,26 @@ async fn redirect_uris_are_registered_exactly_and_checked(backend: Backend) {
         "https://app.example.com/callback",
         "--post-logout-redirect-uri",
         "https://app.example.com/bye",
-        "--first-party",
         "--json",
     ]);
     assert_client_fields(&added);
+    assert_eq!(added["first_party"], false);
+    // Any program on the device may listen on a loopback port: no skipping consent then.
+    let err = t.fail(["client", "update", "web", "--first-party", "true"], 1);
+    assert!(
+        err.contains("cannot redirect to http://127.0.0.1/callback"),
+        "{err}"
+    );
+    let added = t.json([
+        "client",
+        "update",
+        "web",
+        "--redirect-uri",
+        "https://app.example.com/callback",
+        "--redirect-uri",
+        "http://127.0.0.1/callback",
+        "--json",
+    ]);
     assert_eq!(
         strings(&added["redirect_uris"]),
         [
@@ -340,7 +356,7 @@ async fn redirect_uris_are_registered_exactly_and_checked(backend: Backend) {
         strings(&added["post_logout_redirect_uris"]),
         ["https://app.example.com/bye"]
     );
-    assert_eq!(added["first_party"], true);
+    assert_eq!(added["first_party"], false);
     let mut shown = added.clone();
     shown
         .as_object_mut()
@@ -352,7 +368,7 @@ async fn redirect_uris_are_registered_exactly_and_checked(backend: Backend) {
         text.contains("redirect:     https://app.example.com/callback http://127.0.0.1/callback"),
         "{text}"
     );
-    assert!(text.contains("first party:  true"), "{text}");
+    assert!(!text.contains("first party"), "{text}");
     let listed = t.clients();
     assert_eq!(listed[0]["redirect_uris"], added["redirect_uris"]);
 
@@ -380,6 +396,16 @@ async fn redirect_uris_are_registered_exactly_and_checked(backend: Backend) {
         ("/callback", "not an absolute URI"),
         ("javascript:alert(1)", "reversed domain name"),
         ("https://app.example.com/a b", "control character"),
+        (
+            "https:evil.example/cb",
+            "register it as \"https://evil.example/cb\"",
+        ),
+        ("https://evil.example\\@good.example/cb", "backslash"),
+        ("http://127.1/cb", "register it as \"http://127.0.0.1/cb\""),
+        (
+            "https://app.example.com/cb?state=x",
+            "which the authorization response adds",
+        ),
     ] {
         let err = t.fail(
             [
@@ -423,6 +449,64 @@ async fn redirect_uris_are_registered_exactly_and_checked(backend: Backend) {
         "what was not given stays"
     );
     assert_eq!(updated["first_party"], false);
+
+    // Only a confidential client whose redirects prove who it is may skip consent.
+    let first = t.json([
+        "client",
+        "update",
+        "web",
+        "--redirect-uri",
+        "https://app.example.com/callback",
+        "--first-party",
+        "true",
+        "--json",
+    ]);
+    assert_eq!(first["first_party"], true);
+    let text = t.ok(["client", "show", "web"]);
+    assert!(text.contains("first party:  true"), "{text}");
+    let err = t.fail(
+        [
+            "client",
+            "add",
+            "spa",
+            "--public",
+            "--grant",
+            "refresh_token",
+            "--first-party",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("a public client cannot be first-party"),
+        "{err}"
+    );
+    let cleared = t.json([
+        "client",
+        "update",
+        "web",
+        "--no-redirect-uris",
+        "--no-post-logout-redirect-uris",
+        "--json",
+    ]);
+    assert_eq!(strings(&cleared["redirect_uris"]), Vec::<String>::new());
+    assert_eq!(
+        strings(&cleared["post_logout_redirect_uris"]),
+        Vec::<String>::new()
+    );
+    let err = t.fail(
+        [
+            "client",
+            "update",
+            "web",
+            "--no-redirect-uris",
+            "--redirect-uri",
+            "https://app.example.com/cb",
+        ],
+        2,
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = t.fail(["client", "update", "web", "--name", "a\u{1b}]8;;"], 1);
+    assert!(err.contains("without control characters"), "{err}");
     let audit = t.audit();
     assert!(
         audit.iter().any(|row| row["action"] == "client.update"

@@ -305,7 +305,21 @@ async fn email_and_name_are_set_checked_and_audited(backend: Backend) {
         ),
         (
             vec!["user", "update", "alice", "--name", "a\u{7}b"],
-            "without control characters",
+            "without control or invisible formatting characters",
+        ),
+        (
+            vec!["user", "update", "alice", "--name", "Al\u{202e}ice"],
+            "invisible formatting characters",
+        ),
+        (
+            vec![
+                "user",
+                "update",
+                "alice",
+                "--email",
+                "al\u{ed}ce@example.com",
+            ],
+            "is not an email address",
         ),
         (
             vec!["user", "update", "ghost", "--name", "x"],
