@@ -131,7 +131,6 @@ pub fn cli_ok(dir: &Path, env: &[(String, String)], args: &[&str], stdin: Option
 pub struct Server {
     child: Child,
     pub port: u16,
-    pub metrics_port: u16,
     dir: PathBuf,
     env: Vec<(String, String)>,
     umask: Option<String>,
@@ -159,15 +158,9 @@ impl Server {
 
     fn launch(dir: &Path, db_url: &str, extra: &[(&str, &str)], umask: Option<&str>) -> Server {
         let port = free_port();
-        let metrics_port = free_port();
+        // The metrics listener takes a port of the kernel's choosing (`metrics_port` reads it
+        // back): a port found free and handed over can be taken meanwhile.
         let mut env = base_env(db_url, port);
-        overlay(
-            &mut env,
-            &[(
-                "TESSERA__METRICS__BIND",
-                &format!("127.0.0.1:{metrics_port}"),
-            )],
-        );
         overlay(&mut env, extra);
         let scheme = if env.iter().any(|(k, _)| k == "TESSERA__SERVER__TLS__CERT") {
             "https"
@@ -180,7 +173,6 @@ impl Server {
         Server {
             child,
             port,
-            metrics_port,
             dir: dir.to_path_buf(),
             env,
             umask,
@@ -233,6 +225,42 @@ impl Server {
         self.child = Self::spawn(&self.dir, &self.env, self.umask.as_deref(), &self.log);
     }
 
+    fn move_to_another_port(&mut self) {
+        self.port = free_port();
+        let bind = format!("127.0.0.1:{}", self.port);
+        let issuer = format!("{}://127.0.0.1:{}", self.scheme, self.port);
+        let mut moved = vec![("TESSERA__SERVER__BIND", bind.as_str())];
+        // Only the issuer that followed the port: one a test set stays.
+        if self
+            .env
+            .iter()
+            .any(|(k, v)| k == "TESSERA__SERVER__ISSUER" && v.starts_with("http://127.0.0.1:"))
+        {
+            moved.push(("TESSERA__SERVER__ISSUER", issuer.as_str()));
+        }
+        overlay(&mut self.env, &moved);
+        self.log = self.dir.join(format!("serve-{}-1.log", self.port));
+        self.child = Self::spawn(&self.dir, &self.env, self.umask.as_deref(), &self.log);
+    }
+
+    /// The port the metrics listener bound, as its log line says (once it is up).
+    pub fn metrics_port(&self) -> u16 {
+        self.logs()
+            .lines()
+            .rev()
+            .filter(|l| l.contains("metrics listening"))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| {
+                let address = v["address"]
+                    .as_str()
+                    .or_else(|| v["fields"]["address"].as_str())?
+                    .to_owned();
+                address.rsplit_once(':')?.1.parse().ok()
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no metrics listener in the log: {}", self.log_tail()))
+    }
+
     /// `http://127.0.0.1:PORT` (`https` with `server.tls` set).
     pub fn base(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.port)
@@ -266,6 +294,12 @@ impl Server {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // The port found free was taken before the server bound it (another test's
+                // outgoing connection, say): start again on another.
+                if self.starts == 1 && self.logs().contains("Address already in use") {
+                    self.move_to_another_port();
+                    continue;
+                }
                 panic!("server exited with {status}: {}", self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

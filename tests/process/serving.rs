@@ -141,7 +141,10 @@ async fn clients_come_from_memory_and_cli_changes_reach_the_server() {
     };
     let lookups = || async {
         let text = http
-            .get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
+            .get(format!(
+                "http://127.0.0.1:{}/metrics",
+                server.metrics_port()
+            ))
             .send()
             .await
             .expect("metrics")
