@@ -142,6 +142,11 @@ impl OAuth {
         }
         let client = self.authenticate_client(auth).await?;
         if !client.allows_grant(grant_type) {
+            if grant_type == "refresh_token" {
+                // Not allowed to refresh at all, yet holding another client's refresh token:
+                // as much a theft as from a client that may refresh.
+                self.detect_stolen_refresh_token(&client, params).await?;
+            }
             return Err(OAuthError::UnauthorizedClient(
                 format!("this client may not use the {grant_type} grant").into(),
             ));

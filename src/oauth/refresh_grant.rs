@@ -167,6 +167,38 @@ impl OAuth {
         Ok(())
     }
 
+    /// Revokes the family of a refresh token `client` presented but was not issued, as
+    /// [`OAuth::refresh_grant`] does for a wrong client; nothing else is looked at or changed.
+    pub(super) async fn detect_stolen_refresh_token(
+        &self,
+        client: &ClientRecord,
+        params: &super::Params,
+    ) -> Result<(), OAuthError> {
+        let Some(presented) = params.get("refresh_token") else {
+            return Ok(());
+        };
+        if !presented.starts_with(tokens::REFRESH_PREFIX) || presented.len() > 128 {
+            return Ok(());
+        }
+        let found = self
+            .store
+            .find_refresh_token(&tokens::hash(presented))
+            .await?;
+        if let Some(found) = found
+            && found.client_id != client.client_id
+        {
+            self.revoke_stolen_family(
+                client,
+                found.username,
+                found.family_id,
+                found.client_id,
+                self.clock.now(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A client presented a refresh token issued to another: whoever holds it, the family can
     /// no longer be trusted, so it is revoked (RFC 9700 §4.14.2) and the attempt audited as
     /// suspected theft. The owner's next refresh then fails and its user signs in again.

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tessera::store::{AuditFilter, AuditRow};
 
 use crate::both_backends;
+use crate::helpers::basic;
 use crate::helpers::{
     Backend, Client, TestApp, access_token_of, claims, refresh_token_of, spawn_app, spawn_app_with,
 };
@@ -554,6 +555,36 @@ async fn a_refresh_token_presented_by_another_client_revokes_its_family(backend:
 
     // Only that family: alice's other session goes on.
     refresh_ok(&app, &gateway, &untouched).await;
+
+    // A client that may not refresh at all is refused as such, and the token it holds is
+    // just as stolen.
+    let service = app
+        .add_client("reporting", &["client_credentials"], &["read"])
+        .await;
+    let response = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("Authorization", basic(&service.id, &service.secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &untouched),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+    assert_invalid_grant(&app, &gateway, &untouched, "its family was revoked").await;
+    let suspected = audit(&app, "refresh.theft_suspected").await;
+    assert_eq!(suspected.len(), 3, "{suspected:?}");
+    assert!(
+        suspected
+            .iter()
+            .any(|row| row.client_id.as_deref() == Some("reporting")),
+        "{suspected:?}"
+    );
+    assert_eq!(audit(&app, "refresh.family_revoked").await.len(), 2);
 }
 
 async fn malformed_and_unknown_refresh_tokens_are_invalid_grant(backend: Backend) {
