@@ -73,7 +73,7 @@ fn validate_lists(
     }
     if let Some(bad) = grants.iter().find(|g| !GRANT_TYPES.contains(&g.as_str())) {
         return Err(AdminError::Invalid(format!(
-            "unknown grant {bad}; use password, refresh_token or client_credentials"
+            "unknown grant {bad}; use authorization_code, password, refresh_token or client_credentials"
         )));
     }
     if public && grants.iter().any(|g| g == "client_credentials") {
@@ -145,7 +145,16 @@ fn validate_name(name: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
-fn validate_redirects(redirects: &[String], post_logout: &[String]) -> Result<(), AdminError> {
+fn validate_redirects(
+    grants: &[String],
+    redirects: &[String],
+    post_logout: &[String],
+) -> Result<(), AdminError> {
+    if grants.iter().any(|g| g == "authorization_code") && redirects.is_empty() {
+        return Err(AdminError::Invalid(
+            "the authorization_code grant needs at least one --redirect-uri".into(),
+        ));
+    }
     const MAX_URIS: usize = 20;
     if redirects.len() > MAX_URIS || post_logout.len() > MAX_URIS {
         return Err(AdminError::Invalid(format!(
@@ -199,7 +208,7 @@ impl Admin {
             dedup(spec.redirect_uris),
             dedup(spec.post_logout_redirect_uris),
         );
-        validate_redirects(&redirect_uris, &post_logout_redirect_uris)?;
+        validate_redirects(&grants, &redirect_uris, &post_logout_redirect_uris)?;
         validate_first_party(spec.first_party, spec.public, &redirect_uris)?;
         validate_name(&spec.name)?;
         let secret = (!spec.public).then(|| tokens::generate(tokens::CLIENT_SECRET_PREFIX));
@@ -271,7 +280,11 @@ impl Admin {
         if let Some(f) = update.first_party {
             client.first_party = f;
         }
-        validate_redirects(&client.redirect_uris, &client.post_logout_redirect_uris)?;
+        validate_redirects(
+            &client.grant_types,
+            &client.redirect_uris,
+            &client.post_logout_redirect_uris,
+        )?;
         validate_first_party(
             client.first_party,
             client.is_public(),

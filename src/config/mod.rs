@@ -12,8 +12,8 @@ use serde::Deserialize;
 pub use redact::redact_url;
 pub use sections::{
     AuditSettings, DatabaseSettings, ExceptionSettings, KeySettings, LogFormat, LogSettings,
-    MaintenanceSettings, MetricsBind, MetricsSettings, PasswordSettings, SecuritySettings,
-    ServerSettings, TelemetrySettings, TlsSettings, TokenSettings,
+    LoginSettings, MaintenanceSettings, MetricsBind, MetricsSettings, PasswordSettings,
+    SecuritySettings, ServerSettings, TelemetrySettings, TlsSettings, TokenSettings,
 };
 
 /// Everything Tessera can be told; see `config/default.toml` for each key's meaning.
@@ -26,6 +26,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub keys: KeySettings,
     pub security: SecuritySettings,
+    pub login: LoginSettings,
     pub audit: AuditSettings,
     pub maintenance: MaintenanceSettings,
     pub log: LogSettings,

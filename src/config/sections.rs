@@ -295,6 +295,21 @@ pub struct SecuritySettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    /// Shown on the sign-in and consent pages.
+    pub product_name: String,
+    /// An https:// logo URL; empty: none.
+    pub logo_url: String,
+    /// A login session unused this long ends.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_ttl: Duration,
+    /// A login session ends this long after sign-in.
+    #[serde(with = "humantime_serde")]
+    pub session_absolute_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// Filter when RUST_LOG is unset.
     pub level: String,

@@ -59,6 +59,22 @@ impl Settings {
                 "security.max_failures must be at least 1 and security.max_backoff at least 2s",
             );
         }
+        if self.login.session_idle_ttl.as_secs() == 0
+            || self.login.session_absolute_ttl < self.login.session_idle_ttl
+        {
+            return invalid(
+                "login.session_idle_ttl must be at least 1s and login.session_absolute_ttl no shorter",
+            );
+        }
+        if !self.login.logo_url.is_empty()
+            && !url::Url::parse(&self.login.logo_url).is_ok_and(|u| u.scheme() == "https")
+        {
+            return invalid("login.logo_url must be an https:// URL, or empty");
+        }
+        if self.login.product_name.trim().is_empty() || self.login.product_name.chars().count() > 64
+        {
+            return invalid("login.product_name must have 1 to 64 characters");
+        }
         if !(0.0..=1.0).contains(&self.exceptions.sample_rate) {
             return invalid("exceptions.sample_rate must be between 0.0 and 1.0");
         }

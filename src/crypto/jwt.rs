@@ -18,6 +18,8 @@ use super::keys::KeyAlgorithm;
 
 /// Media type of RFC 9068 access tokens, as carried in the `typ` header.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// `typ` of OpenID Connect ID tokens, so neither kind of token passes for the other.
+pub const ID_TOKEN_TYP: &str = "JWT";
 
 enum KeyPairKind {
     Es256(EcdsaKeyPair),
@@ -29,7 +31,9 @@ enum KeyPairKind {
 pub struct JwtSigner {
     kid: String,
     pair: KeyPairKind,
+    algorithm: KeyAlgorithm,
     header_b64: String,
+    id_header_b64: String,
     rng: SystemRandom,
 }
 
@@ -57,11 +61,16 @@ impl JwtSigner {
             }
             KeyAlgorithm::RS256 => KeyPairKind::Rs256(RsaKeyPair::from_pkcs8(pkcs8).map_err(bad)?),
         };
-        let header = json!({ "alg": algorithm.as_str(), "kid": kid, "typ": ACCESS_TOKEN_TYP });
+        let header = |typ: &str| {
+            URL_SAFE_NO_PAD
+                .encode(json!({ "alg": algorithm.as_str(), "kid": kid, "typ": typ }).to_string())
+        };
         Ok(Self {
             kid: kid.to_owned(),
             pair,
-            header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+            algorithm,
+            header_b64: header(ACCESS_TOKEN_TYP),
+            id_header_b64: header(ID_TOKEN_TYP),
             rng: SystemRandom::new(),
         })
     }
@@ -70,11 +79,32 @@ impl JwtSigner {
         &self.kid
     }
 
-    /// Serializes and signs `claims` as a compact JWS.
+    /// Serializes and signs `claims` as a compact JWS access token (`typ` at+jwt).
     pub fn sign(&self, claims: &Value) -> Result<String, CryptoError> {
+        self.sign_with_header(&self.header_b64, claims)
+    }
+
+    /// Serializes and signs `claims` as an OpenID Connect ID token (`typ` JWT).
+    pub fn sign_id_token(&self, claims: &Value) -> Result<String, CryptoError> {
+        self.sign_with_header(&self.id_header_b64, claims)
+    }
+
+    /// The left half of the hash the signing algorithm uses, base64url: an ID token's
+    /// `at_hash` of `token` (OIDC Core §3.1.3.6; SHA-512 for Ed25519).
+    pub fn left_half_hash(&self, token: &str) -> String {
+        use aws_lc_rs::digest::{SHA256, SHA512, digest};
+        let hashed = match self.algorithm {
+            KeyAlgorithm::EdDSA => digest(&SHA512, token.as_bytes()),
+            KeyAlgorithm::ES256 | KeyAlgorithm::RS256 => digest(&SHA256, token.as_bytes()),
+        };
+        let bytes = hashed.as_ref();
+        URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
+    }
+
+    fn sign_with_header(&self, header_b64: &str, claims: &Value) -> Result<String, CryptoError> {
         let payload = serde_json::to_vec(claims).map_err(|_| CryptoError::Sign)?;
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 120);
-        token.push_str(&self.header_b64);
+        let mut token = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 120);
+        token.push_str(header_b64);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = match &self.pair {
@@ -209,6 +239,35 @@ impl VerificationKeys {
             ));
         }
         Ok(())
+    }
+
+    /// An ID token this server signed, as RP-initiated logout's `id_token_hint` carries it:
+    /// signature, `typ` and issuer checked, expiry not (OIDC RP-Initiated Logout §2 allows an
+    /// expired one). Returns the claims.
+    pub fn verify_id_token_hint(
+        &self,
+        token: &str,
+        issuer: &str,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let (key, alg) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        if header.alg != *alg {
+            return Err(VerifyError::Invalid(
+                "algorithm does not match the key".into(),
+            ));
+        }
+        if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
+            return Err(VerifyError::WrongType);
+        }
+        let mut validation = Validation::new(*alg);
+        validation.validate_aud = false;
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+        validation.set_issuer(&[issuer]);
+        jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| VerifyError::Invalid(e.to_string()))
     }
 
     /// [`Self::verify`], also returning the id of the key that signed.

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
-use crate::oauth::OAuthError;
+use crate::oauth::{BearerError, OAuthError};
 
 /// An error response body (RFC 6749 §5.2).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -37,6 +37,52 @@ pub fn status_of(err: &OAuthError) -> StatusCode {
     }
 }
 
+/// The status of an error, logging the cause chain of an unexpected one (the exception
+/// tracker lists it link by link).
+pub fn log_and_status(err: &OAuthError) -> StatusCode {
+    if let OAuthError::Server(source) = err {
+        let mut causes = vec![source.to_string()];
+        let mut cause = source.source();
+        while let Some(c) = cause {
+            causes.push(c.to_string());
+            cause = c.source();
+        }
+        tracing::error!(
+            error = %causes.join(": "),
+            causes = %serde_json::Value::from(causes),
+            "request failed"
+        );
+    }
+    status_of(err)
+}
+
+/// A refused bearer token (RFC 6750 §3): 401 or 403 with `WWW-Authenticate`, or the OAuth
+/// error's own answer.
+pub fn bearer_error(err: &BearerError) -> HttpResponse {
+    let (status, code, description) = match err {
+        BearerError::InvalidToken(d) => (StatusCode::UNAUTHORIZED, "invalid_token", *d),
+        BearerError::InsufficientScope(d) => (StatusCode::FORBIDDEN, "insufficient_scope", *d),
+        BearerError::OAuth(e) => {
+            return ApiError(match e {
+                OAuthError::TemporarilyUnavailable(d) => {
+                    OAuthError::TemporarilyUnavailable(d.clone())
+                }
+                other => OAuthError::Server(other.to_string().into()),
+            })
+            .error_response();
+        }
+    };
+    let challenge =
+        format!("Bearer realm=\"tessera\", error=\"{code}\", error_description=\"{description}\"");
+    HttpResponse::build(status)
+        .insert_header((header::WWW_AUTHENTICATE, challenge))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(ErrorBody {
+            error: code,
+            error_description: description.into(),
+        })
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         status_of(&self.0)
@@ -44,21 +90,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let err = &self.0;
-        if let OAuthError::Server(source) = err {
-            let mut causes = vec![source.to_string()];
-            let mut cause = source.source();
-            while let Some(c) = cause {
-                causes.push(c.to_string());
-                cause = c.source();
-            }
-            // `causes` lets the exception tracker list the chain link by link.
-            tracing::error!(
-                error = %causes.join(": "),
-                causes = %serde_json::Value::from(causes),
-                "request failed"
-            );
-        }
-        let mut response = HttpResponse::build(self.status_code());
+        let mut response = HttpResponse::build(log_and_status(err));
         response
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
             .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));

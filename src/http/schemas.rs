@@ -12,9 +12,41 @@ use utoipa::ToSchema;
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum TokenRequest {
+    AuthorizationCode(AuthorizationCodeGrant),
     Password(PasswordGrant),
     RefreshToken(RefreshTokenGrant),
     ClientCredentials(ClientCredentialsGrant),
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum AuthorizationCodeGrantType {
+    AuthorizationCode,
+}
+
+/// Authorization code grant (RFC 6749 §4.1.3, RFC 7636 §4.5): the code from the authorization
+/// response, once, within 60 s. With `openid`, the response carries an `id_token`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuthorizationCodeGrant {
+    #[schema(inline)]
+    grant_type: AuthorizationCodeGrantType,
+    /// The code (`tsa_…`).
+    #[schema(min_length = 1)]
+    code: String,
+    /// The PKCE verifier: 43 to 128 characters of `[A-Za-z0-9-._~]`.
+    #[schema(min_length = 43, max_length = 128)]
+    code_verifier: String,
+    /// Required when the authorization request carried it, and then identical.
+    #[schema(nullable = false)]
+    redirect_uri: Option<String>,
+    /// For `client_secret_post`, or alone for a public client.
+    #[schema(nullable = false)]
+    client_id: Option<String>,
+    /// For `client_secret_post`; never together with HTTP Basic.
+    #[schema(nullable = false)]
+    client_secret: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -38,7 +70,8 @@ enum ClientCredentialsGrantType {
     ClientCredentials,
 }
 
-/// Resource owner password credentials grant (RFC 6749 §4.3.2).
+/// Resource owner password credentials grant (RFC 6749 §4.3.2). Legacy: for gateways that
+/// already hold the user's password; apps sign users in with the authorization code grant.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PasswordGrant {

@@ -87,17 +87,49 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     static_json(actix_web::web::Bytes::copy_from_slice(&body))
 }
 
-/// Authorization server metadata (RFC 8414 §2).
+/// OpenID Provider metadata (OpenID Connect Discovery 1.0 §4)
+///
+/// The same document as `/.well-known/oauth-authorization-server`.
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    tag = "discovery",
+    responses(
+        (status = 200, description = "The metadata; every URL is built from `server.issuer`.",
+            body = Metadata, content_type = "application/json",
+            headers(("Cache-Control" = String, description = "`public, max-age=3600`"))),
+    )
+)]
+pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
+    metadata(state).await
+}
+
+/// Authorization server metadata (RFC 8414 §2), which is also the OpenID Provider metadata
+/// (OpenID Connect Discovery §3): one document, served at both addresses.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Metadata {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
+    userinfo_endpoint: String,
+    end_session_endpoint: String,
     jwks_uri: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
     grant_types_supported: Vec<&'static str>,
-    /// Empty: Tessera has no authorization endpoint.
     response_types_supported: Vec<&'static str>,
+    response_modes_supported: Vec<&'static str>,
+    /// PKCE (RFC 7636) is required of every client, with S256 only.
+    code_challenge_methods_supported: Vec<&'static str>,
+    /// RFC 9207: every authorization response carries `iss`.
+    authorization_response_iss_parameter_supported: bool,
+    subject_types_supported: Vec<&'static str>,
+    id_token_signing_alg_values_supported: Vec<String>,
+    claims_supported: Vec<&'static str>,
+    prompt_values_supported: Vec<&'static str>,
+    request_parameter_supported: bool,
+    request_uri_parameter_supported: bool,
+    claims_parameter_supported: bool,
     token_endpoint_auth_methods_supported: Vec<&'static str>,
     revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     introspection_endpoint_auth_methods_supported: Vec<&'static str>,
@@ -113,12 +145,41 @@ pub fn metadata_document(issuer: &str, scopes: &[String], algorithm: &str) -> Ar
     let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
     let doc = Metadata {
         issuer: issuer.to_owned(),
+        authorization_endpoint: format!("{issuer}/oauth/authorize"),
         token_endpoint: format!("{issuer}/oauth/token"),
+        userinfo_endpoint: format!("{issuer}/userinfo"),
+        end_session_endpoint: format!("{issuer}/oauth/logout"),
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         revocation_endpoint: format!("{issuer}/oauth/revoke"),
         introspection_endpoint: format!("{issuer}/oauth/introspect"),
         grant_types_supported: GRANT_TYPES.to_vec(),
-        response_types_supported: Vec::new(),
+        response_types_supported: vec!["code"],
+        response_modes_supported: vec!["query"],
+        code_challenge_methods_supported: vec!["S256"],
+        authorization_response_iss_parameter_supported: true,
+        subject_types_supported: vec!["public"],
+        id_token_signing_alg_values_supported: vec![algorithm.to_owned()],
+        claims_supported: vec![
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "sid",
+            "at_hash",
+            "amr",
+            "azp",
+            "preferred_username",
+            "name",
+            "email",
+            "email_verified",
+        ],
+        prompt_values_supported: vec!["none", "login", "consent", "select_account"],
+        request_parameter_supported: false,
+        request_uri_parameter_supported: false,
+        claims_parameter_supported: false,
         token_endpoint_auth_methods_supported: auth_methods.clone(),
         revocation_endpoint_auth_methods_supported: auth_methods,
         introspection_endpoint_auth_methods_supported: vec![

@@ -74,6 +74,8 @@ pub async fn collect_garbage(
         report.rows.refresh_tokens += batch.refresh_tokens;
         report.rows.denylist += batch.denylist;
         report.rows.audit_rows += batch.audit_rows;
+        report.rows.login_sessions += batch.login_sessions;
+        report.rows.authorization_codes += batch.authorization_codes;
         if done {
             break;
         }

@@ -50,6 +50,7 @@ impl OAuth {
             expires_in,
             refresh_token: None,
             scope: granted.join(" "),
+            id_token: None,
         })
     }
 }

@@ -17,6 +17,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// OpenID Connect: with the `openid` scope, from the authorization code grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -56,6 +59,18 @@ impl OAuth {
         subject: Subject<'_>,
         scope: &[String],
     ) -> Result<(String, i64), OAuthError> {
+        self.sign_access_token_as(client, subject, scope, &tokens::random_id())
+    }
+
+    /// [`Self::sign_access_token`] with the `jti` given, for a token that may have to be
+    /// denylisted later by that id.
+    pub(super) fn sign_access_token_as(
+        &self,
+        client: &ClientRecord,
+        subject: Subject<'_>,
+        scope: &[String],
+        jti: &str,
+    ) -> Result<(String, i64), OAuthError> {
         let now = self.clock.now();
         let ttl = self.access_ttl(client);
         let audience: Value = match client.audiences.as_slice() {
@@ -84,7 +99,7 @@ impl OAuth {
         claims.insert("exp".into(), json!(now + ttl));
         claims.insert("iat".into(), json!(now));
         claims.insert("nbf".into(), json!(now));
-        claims.insert("jti".into(), json!(tokens::random_id()));
+        claims.insert("jti".into(), json!(jti));
         claims.insert("client_id".into(), json!(client.client_id));
         claims.insert("scope".into(), json!(scope.join(" ")));
         let signer = self

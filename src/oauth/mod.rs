@@ -3,12 +3,16 @@
 //! [`ClientAuth`], state goes through [`Store`].
 
 mod audit_limit;
+pub mod authorize;
 mod client_auth;
 pub mod client_credentials;
+mod code_grant;
 mod error;
+mod id_token;
 mod introspection;
 mod issue;
 mod login_gate;
+mod logout;
 mod password_grant;
 mod readiness;
 pub mod redirect_uri;
@@ -17,6 +21,7 @@ mod refresh_rules;
 mod revocation;
 pub mod scope;
 mod throttle;
+mod userinfo;
 pub mod usernames;
 
 use std::sync::Arc;
@@ -25,7 +30,9 @@ pub use client_auth::{ClientAuth, authenticate};
 pub use error::OAuthError;
 pub use introspection::Introspection;
 pub use issue::{Subject, TokenResponse};
+pub use logout::{Logout, LogoutRequest};
 pub use readiness::NotReady;
+pub use userinfo::BearerError;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -34,7 +41,12 @@ use crate::keys::KeyRing;
 use crate::store::{AuditEvent, Store};
 
 /// Grant types Tessera implements (RFC 6749 §4.3, §4.4, §6).
-pub const GRANT_TYPES: [&str; 3] = ["password", "refresh_token", "client_credentials"];
+pub const GRANT_TYPES: [&str; 4] = [
+    "authorization_code",
+    "password",
+    "refresh_token",
+    "client_credentials",
+];
 
 /// Token policy from settings, in the units the domain uses (seconds).
 #[derive(Debug, Clone)]
@@ -50,6 +62,8 @@ pub struct Policy {
     pub password_max_length: usize,
     pub max_failures: u32,
     pub max_backoff: i64,
+    pub session_idle_ttl: i64,
+    pub session_absolute_ttl: i64,
 }
 
 impl Policy {
@@ -67,6 +81,8 @@ impl Policy {
             password_max_length: s.passwords.max_length,
             max_failures: s.security.max_failures,
             max_backoff: secs(s.security.max_backoff),
+            session_idle_ttl: secs(s.login.session_idle_ttl),
+            session_absolute_ttl: secs(s.login.session_absolute_ttl),
         }
     }
 }
@@ -87,6 +103,11 @@ impl std::fmt::Debug for Params {
 impl Params {
     pub fn new(pairs: Vec<(String, String)>) -> Self {
         Self(pairs)
+    }
+
+    /// Every parameter, in the order sent.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -137,7 +158,8 @@ impl OAuth {
         let grant_type = params.require("grant_type")?;
         if !GRANT_TYPES.contains(&grant_type) {
             return Err(OAuthError::UnsupportedGrantType(
-                "grant_type must be password, refresh_token or client_credentials".into(),
+                "grant_type must be authorization_code, password, refresh_token or client_credentials"
+                    .into(),
             ));
         }
         let client = self.authenticate_client(auth).await?;
@@ -152,6 +174,7 @@ impl OAuth {
             ));
         }
         match grant_type {
+            "authorization_code" => self.authorization_code_grant(&client, params).await,
             "password" => self.password_grant(&client, params).await,
             "refresh_token" => self.refresh_grant(&client, params).await,
             "client_credentials" => self.client_credentials_grant(&client, params).await,

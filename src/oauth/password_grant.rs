@@ -4,14 +4,38 @@ use serde_json::json;
 
 use crate::crypto::password::HashError;
 use crate::crypto::tokens;
-use crate::store::{AuditEvent, ClientRecord, NewFamily, ThrottleState};
+use crate::store::{AuditEvent, ClientRecord, NewFamily, ThrottleState, UserRecord};
 
 use super::issue::{Subject, TokenResponse};
 use super::login_gate::{Admitted, Baton, Entry, Ticket};
 
 use super::{OAuth, OAuthError, scope, usernames};
 
-const BAD_CREDENTIALS: &str = "invalid username or password";
+pub(super) const BAD_CREDENTIALS: &str = "invalid username or password";
+
+/// Where a password was presented, as the audit log names it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Via {
+    PasswordGrant,
+    LoginPage,
+}
+
+impl Via {
+    /// The grant the sign-in is for.
+    fn grant(self) -> &'static str {
+        match self {
+            Self::PasswordGrant => "password",
+            Self::LoginPage => "authorization_code",
+        }
+    }
+
+    fn failure_action(self) -> &'static str {
+        match self {
+            Self::PasswordGrant => "login.failure",
+            Self::LoginPage => "login.page",
+        }
+    }
+}
 
 impl OAuth {
     pub(super) async fn password_grant(
@@ -31,80 +55,11 @@ impl OAuth {
             .get("password")
             .ok_or_else(|| OAuthError::invalid_request("missing parameter: password"))?;
         let granted = scope::grant(params.get("scope"), &client.scopes)?;
+        let user = self
+            .check_password(client, username, password, Via::PasswordGrant)
+            .await?;
         let now = self.clock.now();
         let actor = Self::actor(&client.client_id);
-        // What an attacker typed goes into the audit log only cleaned and bounded.
-        let logged_name: String = username
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(usernames::MAX_USERNAME_CHARS)
-            .collect();
-        let failure = |reason: &'static str| {
-            metrics::counter!("tessera_login_failures_total", "reason" => reason).increment(1);
-            AuditEvent::new(now, actor.clone(), "login.failure", logged_name.clone())
-                .outcome("failure")
-                .user(logged_name.clone())
-                .client(&client.client_id)
-                .details(json!({ "reason": reason, "grant": "password" }))
-        };
-
-        // Malformed usernames and oversized passwords cannot belong to an account; refusing
-        // them before hashing bounds the work an attacker can ask for.
-        if usernames::validate(username).is_err()
-            || password.chars().count() > self.policy.password_max_length
-        {
-            if let Some(folded) = self
-                .audit_limit
-                .admit(&format!("malformed:{}", client.client_id), now)
-            {
-                let event = failure("malformed");
-                let details =
-                    json!({ "reason": "malformed", "grant": "password", "folded": folded });
-                self.record(&[event.details(details)]).await?;
-            }
-            return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
-        }
-        let normalized = usernames::normalize(username);
-        // One queue timeout in all, for the gate and the hashing slot together.
-        let deadline = tokio::time::Instant::now() + self.hasher.queue_timeout();
-        // Taken before the read, so that a settle after it shows.
-        let ticket = self.login_gate.ticket(&normalized);
-        let (user, throttle) = self.store.find_login(&normalized).await?;
-        let admission = self
-            .admit_login(&normalized, now, deadline, ticket, throttle)
-            .await?;
-        let Some((admitted, failures)) = admission else {
-            self.record(&[failure("throttled").outcome("denied")])
-                .await?;
-            return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
-        };
-        let slot = self.hasher.acquire_until(deadline).await?;
-        let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
-        let verified = self.hasher.verify_in(slot, stored_hash, password).await?;
-        let user = match user {
-            Some(user) if verified.ok && !user.disabled => user,
-            other => {
-                let reason = match other {
-                    None => "unknown_user",
-                    Some(u) if u.disabled && verified.ok => "disabled",
-                    Some(_) => "wrong_password",
-                };
-                let settled = self.settle_failure(admitted, normalized).await;
-                // Audited even when the count could not be written, and the other way round:
-                // neither failure hides the other's attempt.
-                let recorded = self.record(&[failure(reason)]).await;
-                settled?;
-                recorded?;
-                return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
-            }
-        };
-        // Most logins follow no failure, and then there is nothing to clear.
-        if failures > 0 {
-            self.store
-                .clear_login_failures(&normalized, failures)
-                .await?;
-        }
-        drop(admitted);
 
         let family_id = client
             .allows_grant("refresh_token")
@@ -155,9 +110,6 @@ impl OAuth {
             self.record(&[login]).await?;
             None
         };
-        if verified.needs_rehash {
-            self.upgrade_hash_in_background(&user.id, &user.password_hash, password);
-        }
         Self::count_issued("password", client);
         Ok(TokenResponse {
             access_token,
@@ -165,7 +117,105 @@ impl OAuth {
             expires_in,
             refresh_token,
             scope: granted.join(" "),
+            id_token: None,
         })
+    }
+
+    /// Checks a user's password as every sign-in does (the password grant, the login page):
+    /// malformed input refused before hashing, the account's throttle and the per-account gate,
+    /// the shared hashing queue, equal work for unknown users, every failure counted and
+    /// audited. A wrong password, an unknown or disabled user and a locked account all answer
+    /// the same `invalid_grant`.
+    pub(super) async fn check_password(
+        &self,
+        client: &ClientRecord,
+        username: &str,
+        password: &str,
+        via: Via,
+    ) -> Result<UserRecord, OAuthError> {
+        let now = self.clock.now();
+        let actor = Self::actor(&client.client_id);
+        // What an attacker typed goes into the audit log only cleaned and bounded.
+        let logged_name: String = username
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(usernames::MAX_USERNAME_CHARS)
+            .collect();
+        let failure = |reason: &'static str| {
+            metrics::counter!("tessera_login_failures_total", "reason" => reason).increment(1);
+            AuditEvent::new(
+                now,
+                actor.clone(),
+                via.failure_action(),
+                logged_name.clone(),
+            )
+            .outcome("failure")
+            .user(logged_name.clone())
+            .client(&client.client_id)
+            .details(json!({ "reason": reason, "grant": via.grant() }))
+        };
+
+        // Malformed usernames and oversized passwords cannot belong to an account; refusing
+        // them before hashing bounds the work an attacker can ask for.
+        if usernames::validate(username).is_err()
+            || password.chars().count() > self.policy.password_max_length
+        {
+            if let Some(folded) = self
+                .audit_limit
+                .admit(&format!("malformed:{}", client.client_id), now)
+            {
+                let event = failure("malformed");
+                let details =
+                    json!({ "reason": "malformed", "grant": via.grant(), "folded": folded });
+                self.record(&[event.details(details)]).await?;
+            }
+            return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+        }
+        let normalized = usernames::normalize(username);
+        // One queue timeout in all, for the gate and the hashing slot together.
+        let deadline = tokio::time::Instant::now() + self.hasher.queue_timeout();
+        // Taken before the read, so that a settle after it shows.
+        let ticket = self.login_gate.ticket(&normalized);
+        let (user, throttle) = self.store.find_login(&normalized).await?;
+        let admission = self
+            .admit_login(&normalized, now, deadline, ticket, throttle)
+            .await?;
+        let Some((admitted, failures)) = admission else {
+            self.record(&[failure("throttled").outcome("denied")])
+                .await?;
+            return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+        };
+        let slot = self.hasher.acquire_until(deadline).await?;
+        let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
+        let verified = self.hasher.verify_in(slot, stored_hash, password).await?;
+        let user = match user {
+            Some(user) if verified.ok && !user.disabled => user,
+            other => {
+                let reason = match other {
+                    None => "unknown_user",
+                    Some(u) if u.disabled && verified.ok => "disabled",
+                    Some(_) => "wrong_password",
+                };
+                let settled = self.settle_failure(admitted, normalized).await;
+                // Audited even when the count could not be written, and the other way round:
+                // neither failure hides the other's attempt.
+                let recorded = self.record(&[failure(reason)]).await;
+                settled?;
+                recorded?;
+                return Err(OAuthError::invalid_grant(BAD_CREDENTIALS));
+            }
+        };
+        // Most logins follow no failure, and then there is nothing to clear.
+        if failures > 0 {
+            self.store
+                .clear_login_failures(&normalized, failures)
+                .await?;
+        }
+        drop(admitted);
+        if verified.needs_rehash {
+            self.upgrade_hash_in_background(&user.id, &user.password_hash, password);
+        }
+        Ok(user)
     }
 
     /// Lets a password check of `account` go ahead unless the account is locked. At most

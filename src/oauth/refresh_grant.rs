@@ -92,6 +92,7 @@ impl OAuth {
             expires_in,
             refresh_token: Some(new_token),
             scope: granted.join(" "),
+            id_token: None,
         })
     }
 

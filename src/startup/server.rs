@@ -33,7 +33,9 @@ pub(super) fn listen(
         MetricsBind::Own(address) => Some(address),
         MetricsBind::Main => None,
     };
+    let site = Arc::new(http::Site::from_settings(settings));
     let state = web::Data::new(AppState {
+        site: site.clone(),
         oauth: oauth.clone(),
         metadata: metadata.clone(),
         max_body_bytes: settings.server.max_body_bytes,
@@ -87,6 +89,7 @@ pub(super) fn listen(
     let mut metrics_port = None;
     if let Some(bind) = separate_metrics {
         let metrics_state = web::Data::new(AppState {
+            site,
             oauth,
             metadata,
             max_body_bytes: 0,

@@ -39,6 +39,10 @@ pub struct GcReport {
     /// Postgres: whole day partitions of the audit log dropped (their rows are in
     /// `audit_rows`, as Postgres last estimated them).
     pub audit_partitions: u64,
+    /// Login sessions ended or expired.
+    pub login_sessions: u64,
+    /// Authorization codes past the revoked cut-off (kept so far for replay detection).
+    pub authorization_codes: u64,
 }
 
 /// The cut-off times of one clean-up.
@@ -124,6 +128,26 @@ macro_rules! maintenance_statements {
             .execute(&self.pool)
             .await?
             .rows_affected();
+            let login_sessions = sqlx::query(
+                "DELETE FROM browser_sessions WHERE id IN (SELECT id FROM browser_sessions \
+                 WHERE expires_at <= $1 OR idle_expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2)",
+            )
+            .bind(now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            // A redeemed code is kept as long as a revoked family, so that presenting it again
+            // still revokes what it issued (RFC 6749 §4.1.2).
+            let authorization_codes = sqlx::query(
+                "DELETE FROM authorization_codes WHERE code_hash IN (SELECT code_hash \
+                 FROM authorization_codes WHERE expires_at <= $1 LIMIT $2)",
+            )
+            .bind(cut.revoked)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             let table = self.audit_rows_table();
             // `table` is one of two fixed names.
             let audit_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -141,6 +165,8 @@ macro_rules! maintenance_statements {
                 denylist,
                 audit_rows,
                 audit_partitions: 0,
+                login_sessions,
+                authorization_codes,
             })
         }
 

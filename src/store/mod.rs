@@ -6,6 +6,7 @@
 
 mod audit;
 mod audit_writer;
+mod browser;
 mod clients;
 mod error;
 mod keys;
@@ -22,6 +23,10 @@ use std::time::Duration;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
 pub use audit_writer::{AuditWriter, OnOverload, WriterOptions};
+pub use browser::{
+    CodeRecord, ConsentRecord, NewCode, NewSession, Redeemed, Redemption, SessionRecord,
+    SessionTarget,
+};
 pub use clients::{ClientRecord, NewClient};
 pub use error::StoreError;
 pub use keys::{KeyChangeMarker, StoredKey};
@@ -38,6 +43,10 @@ pub use users::{NewUser, UserProfile, UserRecord};
 /// since a shared statement is expanded there (see [`shared`]).
 mod prelude {
     pub(super) use super::audit::{AuditEvent, AuditFilter, AuditRow, COLUMNS, MAX_BATCH, values};
+    pub(super) use super::browser::{
+        CodeRecord, ConsentRecord, END_SESSION_FAMILIES, NewCode, NewSession, Redeemed, Redemption,
+        SessionRecord, SessionTarget,
+    };
     pub(super) use super::clients::{CLIENT_COLUMNS, ClientRecord, ClientRow, NewClient};
     pub(super) use super::error::{StoreError, conflict_or};
     pub(super) use super::keys::{KeyChangeMarker, StoredKey};
@@ -75,6 +84,7 @@ macro_rules! shared_statements {
         }
 
         $crate::store::audit::audit_statements!();
+        $crate::store::browser::browser_statements!();
         $crate::store::clients::client_statements!();
         $crate::store::keys::key_statements!();
         $crate::store::maintenance::maintenance_statements!();
@@ -250,6 +260,20 @@ forward! {
     fn revoke_family(&self, family_id: &str, now: i64, reason: &str, events: &[AuditEvent]) -> Result<bool, StoreError>;
     fn revoke_families(&self, user_id: Option<&str>, client_id: Option<&str>, now: i64, reason: &str, event: &AuditEvent) -> Result<u64, StoreError>;
     fn list_families(&self, user_id: &str, now: i64, page: &Page) -> Result<Vec<FamilySummary>, StoreError>;
+
+    fn start_session(&self, session: &NewSession, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    fn find_session(&self, secret_hash: &[u8], now: i64) -> Result<Option<SessionRecord>, StoreError>;
+    fn touch_session(&self, id: &str, now: i64, idle_expires_at: i64) -> Result<(), StoreError>;
+    fn end_sessions(&self, target: SessionTarget<'_>, now: i64, reason: &str, event: &AuditEvent) -> Result<u64, StoreError>;
+    fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<SessionRecord>, StoreError>;
+    fn insert_code(&self, code: &NewCode, events: &[AuditEvent]) -> Result<(), StoreError>;
+    fn find_code(&self, code_hash: &[u8], now: i64) -> Result<Option<CodeRecord>, StoreError>;
+    fn redeem_code(&self, r: &Redemption<'_>, events: &[AuditEvent]) -> Result<Redeemed, StoreError>;
+    fn revoke_code_grants(&self, code_hash: &[u8], now: i64, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;
+    fn grant_consent(&self, user_id: &str, client_id: &str, scope: &str, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
+    fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>, StoreError>;
+    fn revoke_consent(&self, user_id: &str, client_id: &str, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
 
     fn create_role(&self, name: &str, description: &str, now: i64, event: &AuditEvent) -> Result<(), StoreError>;
     fn list_roles(&self) -> Result<Vec<RoleRecord>, StoreError>;

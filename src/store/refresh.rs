@@ -112,22 +112,16 @@ macro_rules! refresh_statements {
                 > 0)
         }
 
-        /// Starts a family with its first token, recording `events` in the same transaction.
-        /// Returns `false`, changing nothing, when the user changed password or was disabled
-        /// or deleted since the password was verified: the user row is read as
-        /// `CHECK_USER_UNCHANGED` says, so that a concurrent password change or disable
-        /// either commits first (and this sees it) or waits for this login to commit (and
-        /// then revokes the family it created).
-        async fn create_family_in_transaction(
-            &self,
-            family: &NewFamily,
-            events: &[AuditEvent],
-        ) -> Result<bool, StoreError> {
-            let mut tx = self.begin_write().await?;
+        /// Starts a family with its first token inside `conn`'s transaction. Returns `false`,
+        /// writing nothing, when the user changed password or was disabled or deleted since
+        /// the password was verified: the user row is read as `CHECK_USER_UNCHANGED` says, so
+        /// that a concurrent password change or disable either commits first (and this sees
+        /// it) or waits for this login to commit (and then revokes the family it created).
+        async fn create_family_in(conn: &mut Conn, family: &NewFamily) -> Result<bool, sqlx::Error> {
             let unchanged = sqlx::query(CHECK_USER_UNCHANGED)
                 .bind(&family.user_id)
                 .bind(&family.verified_password_hash)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?
                 .is_some();
             if !unchanged {
@@ -143,16 +137,30 @@ macro_rules! refresh_statements {
             .bind(&family.scope)
             .bind(family.created_at)
             .bind(family.expires_at)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             Self::insert_token(
-                &mut tx,
+                conn,
                 &family.token_hash,
                 &family.id,
                 family.created_at,
                 family.idle_expires_at,
             )
             .await?;
+            Ok(true)
+        }
+
+        /// Starts a family with its first token, recording `events` in the same transaction;
+        /// `false`, changing nothing, as [`create_family_in`](Self::create_family_in) says.
+        async fn create_family_in_transaction(
+            &self,
+            family: &NewFamily,
+            events: &[AuditEvent],
+        ) -> Result<bool, StoreError> {
+            let mut tx = self.begin_write().await?;
+            if !Self::create_family_in(&mut tx, family).await? {
+                return Ok(false);
+            }
             Self::insert_audit(&mut tx, events).await?;
             tx.commit().await?;
             Ok(true)

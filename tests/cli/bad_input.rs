@@ -297,7 +297,7 @@ async fn unknown_grant_in_client_add(backend: Backend) {
     let before = t.snapshot();
     for grant in [
         "implicit",
-        "authorization_code",
+        "Authorization_Code",
         "PASSWORD",
         "",
         "password ",
@@ -306,7 +306,7 @@ async fn unknown_grant_in_client_add(backend: Backend) {
         assert_eq!(
             err,
             format!(
-                "error: unknown grant {grant}; use password, refresh_token or client_credentials\n"
+                "error: unknown grant {grant}; use authorization_code, password, refresh_token or client_credentials\n"
             )
         );
     }

@@ -53,12 +53,22 @@ pub async fn openapi_json() -> HttpResponse {
     info(
         title = "Tessera",
         description = "A small OAuth 2.0 authorization server: the token endpoint (RFC 6749) \
-            with the password, refresh_token and client_credentials grants, revocation \
+            with the authorization_code (PKCE, OpenID Connect), password, refresh_token and \
+            client_credentials grants, Tessera's own sign-in pages, revocation \
             (RFC 7009), introspection (RFC 7662), server metadata (RFC 8414), the JWKS \
             (RFC 7517) that verifies its JWT access tokens (RFC 9068), and operational probes.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
+        super::browser::authorize_get,
+        super::browser::authorize_post,
+        super::browser::login,
+        super::browser::consent,
+        super::browser::logout,
+        super::browser::logout_confirm,
+        super::browser::userinfo,
+        super::browser::stylesheet,
+        super::well_known::openid_configuration,
         super::oauth_endpoints::token,
         super::oauth_endpoints::revoke,
         super::oauth_endpoints::introspect,
@@ -79,6 +89,9 @@ pub async fn openapi_json() -> HttpResponse {
             HTTP Basic (`client_secret_basic`, RFC 6749 §2.3.1: id and secret each \
             form-urlencoded before Base64), with `client_id` and `client_secret` in the form \
             (`client_secret_post`), or, when registered as public, with `client_id` alone."),
+        (name = "browser", description = "Signing users in through Tessera's own pages: the \
+            authorization code flow with PKCE and OpenID Connect, RP-initiated logout and \
+            UserInfo."),
         (name = "discovery", description = "What clients and resource servers read to find and \
             verify Tessera."),
         (name = "operations", description = "Probes and metrics for orchestrators and monitoring."),

@@ -37,7 +37,7 @@ pub(super) fn grant_types(c: &Ctx, t: &mut Table) {
             ("redirect_uri", "https://attacker.example/"),
         ],
         400,
-        UNSUPPORTED,
+        Expect::Error("unauthorized_client"),
     );
     t.token("implicit", &[("grant_type", "implicit")], 400, UNSUPPORTED);
     t.token(

@@ -30,7 +30,7 @@ async fn unknown_grant_types_are_unsupported(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = app.seed().await;
     for grant in [
-        "authorization_code",
+        "Authorization_Code",
         "implicit",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:device_code",

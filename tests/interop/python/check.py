@@ -429,7 +429,8 @@ def _():
 def _():
     url = META["token_endpoint"]
     cases = [
-        ({"grant_type": "authorization_code", "code": "x", "redirect_uri": "http://x/"}, "unsupported_grant_type"),
+        ({"grant_type": "authorization_code", "code": "x", "redirect_uri": "http://x/"}, "unauthorized_client"),
+        ({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "x"}, "unsupported_grant_type"),
         ({"username": "alice", "password": ALICE_PW}, "invalid_request"),
         ({"grant_type": "password", "username": "alice"}, "invalid_request"),
         ({"grant_type": "client_credentials"}, "unauthorized_client"),
