@@ -10,7 +10,10 @@ CREATE TABLE browser_sessions (
     last_seen_at    BIGINT NOT NULL,
     idle_expires_at BIGINT NOT NULL,
     expires_at      BIGINT NOT NULL,
-    revoked_at      BIGINT
+    revoked_at      BIGINT,
+    -- The authorization request whose consent page this session was last shown (its hash):
+    -- the consent form is taken only for it, once.
+    pending_consent BYTEA
 );
 CREATE INDEX browser_sessions_user ON browser_sessions (user_id);
 CREATE INDEX browser_sessions_expires ON browser_sessions (expires_at);

@@ -7,6 +7,7 @@ mod clients;
 mod keys;
 mod roles;
 mod sessions;
+mod sign_in;
 mod users;
 
 use std::sync::Arc;

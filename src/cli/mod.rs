@@ -10,6 +10,7 @@ mod output;
 mod page;
 mod password;
 mod roles;
+mod sign_in;
 mod tokens;
 mod users;
 
@@ -63,6 +64,12 @@ pub enum Command {
     /// List and revoke refresh-token sessions.
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// List and end login sessions of the sign-in page.
+    #[command(subcommand)]
+    Session(sign_in::SessionCommand),
+    /// List and revoke what users allowed clients on the consent page.
+    #[command(subcommand)]
+    Consent(sign_in::ConsentCommand),
     /// Query the audit log, newest first.
     Audit(audit::AuditArgs),
     /// Delete expired tokens, denylist entries and old audit rows once.
@@ -121,6 +128,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Client(cmd) => clients::run(cmd, &admin(settings).await?).await,
         Command::Key(cmd) => keys::run(cmd, &admin(settings).await?).await,
         Command::Token(cmd) => tokens::run(cmd, &admin(settings).await?).await,
+        Command::Session(cmd) => sign_in::run_session(cmd, &admin(settings).await?).await,
+        Command::Consent(cmd) => sign_in::run_consent(cmd, &admin(settings).await?).await,
         Command::Audit(args) => audit::run(args, &admin(settings).await?).await,
         Command::Gc => {
             let admin = admin(settings).await?;

@@ -154,6 +154,23 @@ pub struct TokenRequestByToken {
 
 // ---- response bodies served as prepared bytes ---------------------------------------------
 
+/// A refused bearer token (RFC 6750 §3.1), as `/userinfo` answers it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BearerErrorBody {
+    #[schema(inline)]
+    error: BearerErrorCode,
+    error_description: String,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum BearerErrorCode {
+    InvalidToken,
+    InsufficientScope,
+}
+
 /// A JSON Web Key Set (RFC 7517 §5): every key that signs now or signed a token still valid.
 #[derive(ToSchema)]
 #[allow(dead_code)]

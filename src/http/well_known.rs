@@ -186,12 +186,25 @@ pub fn metadata_document(issuer: &str, scopes: &[String], algorithm: &str) -> Ar
             "client_secret_basic",
             "client_secret_post",
         ],
-        scopes_supported: scopes.to_vec(),
+        scopes_supported: with_oidc_scopes(scopes),
         token_endpoint_auth_signing_alg_values_supported: Vec::new(),
         access_token_signing_alg_values_supported: vec![algorithm.to_owned()],
     };
     let body = serde_json::to_vec(&doc).expect("metadata serializes");
     Arc::from(body)
+}
+
+/// The scopes clients may ask for, and those OpenID Connect gives a meaning of its own,
+/// sorted.
+fn with_oidc_scopes(scopes: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = scopes.to_vec();
+    for oidc in ["openid", "profile", "email", "offline_access"] {
+        if !all.iter().any(|s| s == oidc) {
+            all.push(oidc.to_owned());
+        }
+    }
+    all.sort();
+    all
 }
 
 /// A JSON document that changes rarely: cacheable for an hour.

@@ -39,9 +39,15 @@ impl OAuth {
             _ => return Err(OAuthError::invalid_grant(BAD_CODE)),
         };
         let scope: Vec<String> = record.scope.split_whitespace().map(str::to_owned).collect();
+        // Without offline_access, refresh tokens end with the login session: when it is ended
+        // (logout, `tessera session revoke`), and at its absolute expiry at the latest.
+        let offline = scope.iter().any(|s| s == "offline_access");
         let refresh = client.allows_grant("refresh_token").then(|| {
             let token = tokens::generate(tokens::REFRESH_PREFIX);
-            let expires_at = now.saturating_add(self.policy.refresh_absolute_ttl);
+            let mut expires_at = now.saturating_add(self.policy.refresh_absolute_ttl);
+            if !offline {
+                expires_at = expires_at.min(record.session_expires_at.unwrap_or(now));
+            }
             let family = NewFamily {
                 id: uuid::Uuid::new_v4().to_string(),
                 user_id: user.id.clone(),

@@ -92,15 +92,21 @@ impl OAuth {
         })
     }
 
-    /// `GET`/`POST` of the end-session endpoint: with a valid `id_token_hint` the session it
-    /// names ends at once; without, the user is asked.
-    pub async fn logout(&self, params: &Params) -> Result<Logout, Refusal> {
+    /// `GET`/`POST` of the end-session endpoint. The browser's session ends at once when a
+    /// valid `id_token_hint` names it (the client holding that ID token asks); a browser
+    /// signed out already goes straight on. Otherwise the user is asked, so that neither a
+    /// link on another site nor a stale or another user's ID token signs anyone out.
+    pub async fn logout(&self, params: &Params, cookie: Option<&str>) -> Result<Logout, Refusal> {
         let request = self.logout_request(params).await?;
-        let Some(sid) = &request.hinted_session else {
-            return Ok(Logout::Confirm);
-        };
-        self.sign_out(sid, "rp_initiated_logout").await?;
-        Ok(Logout::Done(request.then))
+        let current = self.current_session(cookie).await?;
+        match (&request.hinted_session, current) {
+            (Some(sid), Some(session)) if *sid == session.id => {
+                self.sign_out(sid, "rp_initiated_logout").await?;
+                Ok(Logout::Done(request.then))
+            }
+            (Some(_), None) => Ok(Logout::Done(request.then)),
+            _ => Ok(Logout::Confirm),
+        }
     }
 
     /// The user confirmed: the browser's own session ends.

@@ -33,7 +33,11 @@ pub(super) fn listen(
         MetricsBind::Own(address) => Some(address),
         MetricsBind::Main => None,
     };
-    let site = Arc::new(http::Site::from_settings(settings));
+    let site = Arc::new(http::Site::new(
+        &settings.login.product_name,
+        &settings.login.logo_url,
+        settings.issuer_base(),
+    ));
     let state = web::Data::new(AppState {
         site: site.clone(),
         oauth: oauth.clone(),

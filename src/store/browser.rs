@@ -62,6 +62,8 @@ pub struct CodeRecord {
     pub redeemed_at: Option<i64>,
     /// 1 while the session the code was issued in is neither ended nor expired.
     pub session_live: i64,
+    /// When that session ends at the latest.
+    pub session_expires_at: Option<i64>,
 }
 
 /// What redeeming a code issues, written with the redemption.
@@ -125,6 +127,16 @@ macro_rules! browser_statements {
                 return Ok(false);
             }
             if let Some(old) = &session.replaces {
+                // The same user signing in again keeps the refresh tokens issued in the old
+                // session (they move to the new one); another user's go with it.
+                sqlx::query(
+                    "UPDATE refresh_families SET session_id = $1 WHERE session_id = $2 AND user_id = $3",
+                )
+                .bind(&session.id)
+                .bind(old)
+                .bind(&session.user_id)
+                .execute(&mut *tx)
+                .await?;
                 Self::end_sessions_in(&mut tx, SessionTarget::One(old), session.auth_time, "replaced")
                     .await?;
             }
@@ -155,7 +167,7 @@ macro_rules! browser_statements {
                 "SELECT s.id, s.user_id, s.auth_time, s.last_seen_at, s.idle_expires_at, s.expires_at \
                  FROM browser_sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.secret_hash = $1 AND s.revoked_at IS NULL AND s.idle_expires_at > $2 \
-                   AND s.expires_at > $2 AND u.disabled = 0",
+                   AND s.expires_at > $2 AND u.disabled = 0 AND u.password_changed_at <= s.auth_time",
             )
             .bind(secret_hash.to_vec())
             .bind(now)
@@ -230,6 +242,31 @@ macro_rules! browser_statements {
             Ok(ended)
         }
 
+        /// Remembers that the session was shown the consent page of the request hashed so.
+        pub(super) async fn hold_consent(&self, id: &str, request_hash: &[u8]) -> Result<(), StoreError> {
+            sqlx::query("UPDATE browser_sessions SET pending_consent = $2 WHERE id = $1")
+                .bind(id)
+                .bind(request_hash.to_vec())
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        /// Takes the consent page the session was shown, if it was this request's: `false` for
+        /// a consent form the session was never shown, or already answered.
+        pub(super) async fn take_consent(&self, id: &str, request_hash: &[u8]) -> Result<bool, StoreError> {
+            Ok(sqlx::query(
+                "UPDATE browser_sessions SET pending_consent = NULL \
+                 WHERE id = $1 AND pending_consent = $2 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(request_hash.to_vec())
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                > 0)
+        }
+
         /// A user's live sessions, newest first.
         pub(super) async fn list_sessions(
             &self,
@@ -287,7 +324,9 @@ macro_rules! browser_statements {
                 "SELECT c.client_id, c.user_id, c.session_id, c.redirect_uri, c.scope, \
                    c.code_challenge, c.nonce, c.auth_time, c.expires_at, c.redeemed_at, \
                    (SELECT COUNT(*) FROM browser_sessions s WHERE s.id = c.session_id \
-                     AND s.revoked_at IS NULL AND s.expires_at > $2) AS session_live \
+                     AND s.revoked_at IS NULL AND s.expires_at > $2) AS session_live, \
+                   (SELECT s.expires_at FROM browser_sessions s WHERE s.id = c.session_id) \
+                     AS session_expires_at \
                  FROM authorization_codes c WHERE c.code_hash = $1",
             )
             .bind(code_hash.to_vec())

@@ -33,6 +33,15 @@ impl ClientRecord {
         self.secret_hash.is_none()
     }
 
+    /// The name shown to users: the registered name, else the id.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.client_id
+        } else {
+            &self.name
+        }
+    }
+
     pub fn allows_grant(&self, grant: &str) -> bool {
         self.grant_types.iter().any(|g| g == grant)
     }

@@ -264,6 +264,8 @@ macro_rules! user_statements {
                 return Err(StoreError::NotFound("user"));
             }
             Self::revoke_user_families(&mut tx, user_id, now, "password_changed").await?;
+            Self::end_sessions_in(&mut tx, SessionTarget::User(user_id), now, "password_changed")
+                .await?;
             Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
             tx.commit().await?;
             Ok(())
@@ -330,6 +332,8 @@ macro_rules! user_statements {
             }
             if disabled {
                 Self::revoke_user_families(&mut tx, user_id, now, "user_disabled").await?;
+                Self::end_sessions_in(&mut tx, SessionTarget::User(user_id), now, "user_disabled")
+                    .await?;
             }
             Self::insert_audit(&mut tx, std::slice::from_ref(event)).await?;
             tx.commit().await?;

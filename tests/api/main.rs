@@ -5,6 +5,7 @@ mod common;
 mod helpers;
 
 mod audit_log;
+mod browser;
 mod client_changes;
 mod health;
 mod hostile;

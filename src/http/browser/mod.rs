@@ -10,7 +10,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::config::Settings;
 use crate::oauth::authorize::{Outcome, Refusal, Step};
 use crate::oauth::{Logout, Params};
 
@@ -28,14 +27,12 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn from_settings(settings: &Settings) -> Self {
+    /// The pages of a deployment at `issuer`, showing `product` and the logo at `logo_url`
+    /// (empty: none).
+    pub fn new(product: &str, logo_url: &str, issuer: &str) -> Self {
         Self {
-            chrome: Chrome::new(
-                &settings.login.product_name,
-                &settings.login.logo_url,
-                settings.issuer_base(),
-            ),
-            cookies: Cookies::new(&settings.server.issuer),
+            chrome: Chrome::new(product, logo_url, issuer),
+            cookies: Cookies::new(issuer),
         }
     }
 }
@@ -130,6 +127,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params) -> HttpR
         (status = 400, description = "An error page: the client or redirect URI is not known good, so nothing is redirected.", content_type = "text/html"),
         (status = 503, description = "An error page: the server cannot answer now.", content_type = "text/html",
             headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 400, description = "An error page: the form is malformed (content type, encoding, repeated fields, size).", content_type = "text/html"),
         (status = 403, description = "The form lacks the browser's CSRF token or came from another site.", content_type = "text/html"),
     )
 )]
@@ -167,6 +165,7 @@ pub async fn login(
         (status = 400, description = "An error page: the client or redirect URI is not known good, so nothing is redirected.", content_type = "text/html"),
         (status = 503, description = "An error page: the server cannot answer now.", content_type = "text/html",
             headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 400, description = "An error page: the form is malformed (content type, encoding, repeated fields, size).", content_type = "text/html"),
         (status = 403, description = "The form lacks the browser's CSRF token or came from another site.", content_type = "text/html"),
     )
 )]
@@ -233,7 +232,8 @@ pub async fn logout(
             );
         }
     };
-    match state.oauth.logout(&params).await {
+    let cookie = state.site.cookies.session(&req);
+    match state.oauth.logout(&params, cookie.as_deref()).await {
         Ok(Logout::Confirm) => {
             let (csrf, set) = state.site.cookies.csrf(&req);
             let hidden: Vec<(String, String)> = request_params(&params).pairs().to_vec();
@@ -265,6 +265,7 @@ pub async fn logout(
         (status = 200, description = "The signed-out page (HTML).", content_type = "text/html"),
         (status = 303, description = "On to the post-logout redirect URI.",
             headers(("Location" = String, description = "The post-logout redirect URI with `state`."))),
+        (status = 400, description = "An error page: the form is malformed (content type, encoding, repeated fields, size).", content_type = "text/html"),
         (status = 403, description = "The form lacks the browser's CSRF token or came from another site.", content_type = "text/html"),
     )
 )]
@@ -299,10 +300,10 @@ pub async fn logout_confirm(
     responses(
         (status = 200, description = "The user's claims.", body = Object, content_type = "application/json"),
         (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer error=\"invalid_token\"`).",
-            body = super::error::ErrorBody, content_type = "application/json",
+            body = super::schemas::BearerErrorBody, content_type = "application/json",
             headers(("WWW-Authenticate" = String, description = "RFC 6750 §3."))),
         (status = 403, description = "The token was not granted `openid` (`insufficient_scope`).",
-            body = super::error::ErrorBody, content_type = "application/json",
+            body = super::schemas::BearerErrorBody, content_type = "application/json",
             headers(("WWW-Authenticate" = String, description = "RFC 6750 §3."))),
         (status = 503, response = super::error_responses::Unavailable),
     )
@@ -397,7 +398,7 @@ fn show(req: &HttpRequest, state: &AppState, outcome: Result<Outcome, Refusal>) 
             let hidden = request.base.params.pairs().to_vec();
             let page = LoginPage {
                 chrome,
-                client_name: display_name(&request.base.client),
+                client_name: request.base.client.display_name(),
                 username: &username,
                 error,
                 hidden: &hidden,
@@ -418,7 +419,7 @@ fn show(req: &HttpRequest, state: &AppState, outcome: Result<Outcome, Refusal>) 
             let hidden = request.base.params.pairs().to_vec();
             let page = ConsentPage {
                 chrome,
-                client_name: display_name(&request.base.client),
+                client_name: request.base.client.display_name(),
                 username: &user.username,
                 scopes: request
                     .scope
@@ -520,12 +521,4 @@ fn with_cookies(
         let _ = response.add_cookie(&cookie);
     }
     response
-}
-
-fn display_name(client: &crate::store::ClientRecord) -> &str {
-    if client.name.is_empty() {
-        &client.client_id
-    } else {
-        &client.name
-    }
 }

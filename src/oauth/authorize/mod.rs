@@ -200,6 +200,18 @@ impl OAuth {
                 username: String::new(),
             });
         };
+        // Only the consent page this session was shown, for this very request, once: a form
+        // posted without it would skip what showed it (prompt=login, max_age, the sign-in).
+        if !self
+            .store
+            .take_consent(&session.id, &request.fingerprint())
+            .await?
+        {
+            return Err(Refusal::Page(
+                "This consent form has expired or was already answered. Go back to the application and start again."
+                    .into(),
+            ));
+        }
         let client = &request.base.client;
         let now = self.clock.now();
         let event = |action: &'static str| {
@@ -289,8 +301,14 @@ impl OAuth {
         user: UserRecord,
     ) -> Result<Step, OAuthError> {
         let client = &request.base.client;
+        // Any app on the device could receive a public client's code at a loopback or
+        // private-scheme redirect: nothing proves which client asks, so the user always
+        // decides (RFC 8252 §8.6).
+        let unproven = client.is_public()
+            && super::redirect_uri::any_local_app_may_receive(&request.base.redirect_uri);
         let needs_consent = !client.first_party
             && (request.prompt.consent
+                || unproven
                 || !super::scope::within(
                     &request.scope,
                     &self
@@ -308,6 +326,9 @@ impl OAuth {
                 ));
             }
             metrics::counter!("tessera_authorize_total", "outcome" => "consent_page").increment(1);
+            self.store
+                .hold_consent(&session.id, &request.fingerprint())
+                .await?;
             return Ok(Step::Consent {
                 request: Box::new(request),
                 user: Box::new(user),

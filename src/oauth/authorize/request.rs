@@ -76,6 +76,23 @@ impl From<crate::store::StoreError> for Refusal {
     }
 }
 
+impl ValidRequest {
+    /// A digest of the request's parameters, whatever their order: what a consent page was
+    /// shown for.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut pairs: Vec<&(String, String)> = self.base.params.pairs().iter().collect();
+        pairs.sort();
+        let mut text = String::new();
+        for (k, v) in pairs {
+            text.push_str(k);
+            text.push('\0');
+            text.push_str(v);
+            text.push('\0');
+        }
+        crate::crypto::tokens::hash(&text)
+    }
+}
+
 impl AuthorizationRequest {
     fn refuse(&self, error: &'static str, description: impl Into<Cow<'static, str>>) -> Refusal {
         Refusal::Redirect {
