@@ -465,6 +465,10 @@ try {
     });
     const mark = hits.length;
     const response = await page.goto(url.href);
+    if (!onPath('/signed-out')(new URL(page.url()))) {
+      const said = await page.locator('main').innerText().catch(() => '');
+      throw new CheckFailed(`stayed on Tessera: ${response.status()} ${JSON.stringify(said.replace(/\s+/g, ' '))}`);
+    }
     eq(
       chain(response).map((u) => `${u.origin}${u.pathname}`),
       [`${ISSUER}/oauth/logout`, SIGNED_OUT],
