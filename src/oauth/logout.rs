@@ -69,7 +69,9 @@ impl OAuth {
                     .find_client(client_id)
                     .await?
                     .ok_or_else(|| page("The application that sent you here is unknown."))?;
-                if !client.post_logout_redirect_uris.iter().any(|r| r == uri) {
+                // Registered as redirect URIs are: a loopback one on any port (RFC 8252 §7.3),
+                // since a native app's listener binds whatever port is free.
+                if !super::redirect_uri::matches(&client.post_logout_redirect_uris, uri) {
                     return Err(page(
                         "The address the application asked to send you to after signing out is not registered for it.",
                     ));

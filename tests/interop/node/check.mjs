@@ -84,21 +84,18 @@ const issuerUrl = new URL(ISSUER);
 const discoveryOptions = { algorithm: 'oauth2', execute: [client.allowInsecureRequests] };
 const configs = {};
 
-await check('openid-client: default discovery (OIDC) finds no openid-configuration', async () => {
-  // Documented behaviour, not a defect: Tessera is a plain OAuth AS with RFC 8414 metadata only.
-  let failed = false;
-  try {
-    await client.discovery(issuerUrl, GW[0], undefined, client.ClientSecretBasic(GW[1]), {
-      execute: [client.allowInsecureRequests],
-    });
-  } catch (err) {
-    failed = true;
-    expect(
-      String(err?.message ?? '').length > 0,
-      'OIDC discovery failed without an explanation',
-    );
-  }
-  expect(failed, 'OIDC discovery unexpectedly succeeded');
+await check('openid-client: default discovery (OIDC) reads openid-configuration, the RFC 8414 document', async () => {
+  // Tessera serves one metadata document at both well-known paths.
+  const oidc = await client.discovery(issuerUrl, GW[0], undefined, client.ClientSecretBasic(GW[1]), {
+    execute: [client.allowInsecureRequests],
+  });
+  eq(oidc.serverMetadata().issuer, ISSUER, 'issuer');
+  const [a, b] = await Promise.all(
+    ['openid-configuration', 'oauth-authorization-server'].map(async (name) =>
+      (await fetch(`${ISSUER}/.well-known/${name}`)).json(),
+    ),
+  );
+  eq(a, b, '/.well-known/openid-configuration vs /.well-known/oauth-authorization-server');
 });
 
 await check("openid-client: discovery(algorithm 'oauth2') reads RFC 8414 metadata", async () => {
