@@ -546,9 +546,13 @@ try {
       expect(next.refresh_token !== tokens.refresh_token, 'public client refresh token not rotated');
     }
     // Without the verifier the code is useless to whoever intercepts it.
+    // Signed in, and the scope allowed before, yet asked again: any program on the device
+    // could listen on a loopback port, so nothing proves this is the SPA (RFC 8252 §8.6).
     const again = await authRequest(config, { scope: 'openid' });
-    const m2 = hits.length;
     await page.goto(again.url.href);
+    await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+    const m2 = hits.length;
+    await page.getByRole('button', { name: 'Allow', exact: true }).click();
     await page.waitForURL(onPath('/callback'));
     const hit2 = hitSince(m2, '/callback');
     eq(
