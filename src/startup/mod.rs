@@ -84,6 +84,7 @@ fn oauth_core(
 
 impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        warn_if_plain_http(&settings.server.issuer);
         let store = open_store(&settings).await?;
         if settings.database.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
@@ -152,5 +153,26 @@ impl Application {
         }
         self.store.close().await;
         result.map(|_| ()).context("HTTP server failed")
+    }
+}
+
+/// An http issuer is for development on this machine: elsewhere the sign-in pages' cookies can
+/// be neither `Secure` nor `__Host-`, and anyone on the network path can read them.
+fn warn_if_plain_http(issuer: &str) {
+    let Ok(url) = url::Url::parse(issuer) else {
+        return;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        tracing::warn!(
+            issuer,
+            "server.issuer is plain http on a host other than loopback: the sign-in session \
+             and CSRF cookies cannot be Secure; serve Tessera (or its gateway) over https"
+        );
     }
 }

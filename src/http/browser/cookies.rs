@@ -32,7 +32,7 @@ impl Cookies {
         }
     }
 
-    pub fn session<'r>(&self, req: &'r HttpRequest) -> Option<String> {
+    pub fn session(&self, req: &HttpRequest) -> Option<String> {
         req.cookie(self.session).map(|c| c.value().to_owned())
     }
 

@@ -94,9 +94,12 @@ pub async fn unknown_clients_and_redirects_are_shown_not_redirected(backend: Bac
     assert_eq!(posted.status, 400);
 }
 
+/// Why, the parameters changed, the error expected back.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 pub async fn other_errors_go_back_to_the_client(backend: Backend) {
     let mut f = fixture(backend).await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no response_type",
             vec![("response_type", "")],
