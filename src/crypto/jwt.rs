@@ -241,6 +241,29 @@ impl VerificationKeys {
         Ok(())
     }
 
+    /// The key a token names (`kid`), if its header's algorithm is that key's and its `typ`
+    /// is one `typ_ok` accepts.
+    fn key_for(
+        &self,
+        token: &str,
+        typ_ok: impl Fn(&str) -> bool,
+    ) -> Result<(String, &DecodingKey, Algorithm), VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let (key, alg) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        // The algorithm comes from our key, never from the token: a header claiming `none`
+        // or HS256 fails here.
+        if header.alg != *alg {
+            return Err(VerifyError::Invalid(
+                "algorithm does not match the key".into(),
+            ));
+        }
+        if !header.typ.as_deref().is_some_and(typ_ok) {
+            return Err(VerifyError::WrongType);
+        }
+        Ok((kid, key, *alg))
+    }
+
     /// An ID token this server signed, as RP-initiated logout's `id_token_hint` carries it:
     /// signature, `typ` and issuer checked, expiry not (OIDC RP-Initiated Logout §2 allows an
     /// expired one). Returns the claims.
@@ -249,18 +272,8 @@ impl VerificationKeys {
         token: &str,
         issuer: &str,
     ) -> Result<Map<String, Value>, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-        let (key, alg) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
-        if header.alg != *alg {
-            return Err(VerifyError::Invalid(
-                "algorithm does not match the key".into(),
-            ));
-        }
-        if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
-            return Err(VerifyError::WrongType);
-        }
-        let mut validation = Validation::new(*alg);
+        let (_, key, alg) = self.key_for(token, |typ| typ == ID_TOKEN_TYP)?;
+        let mut validation = Validation::new(alg);
         validation.validate_aud = false;
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["iss", "sub", "aud"]);
@@ -277,22 +290,10 @@ impl VerificationKeys {
         issuer: &str,
         now: i64,
     ) -> Result<(String, Map<String, Value>), VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-        let (key, alg) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
-        // The algorithm comes from our key, never from the token: a header claiming
-        // `none` or HS256 fails here.
-        if header.alg != *alg {
-            return Err(VerifyError::Invalid(
-                "algorithm does not match the key".into(),
-            ));
-        }
-        if !header.typ.as_deref().is_some_and(|t| {
+        let (kid, key, alg) = self.key_for(token, |t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-        }) {
-            return Err(VerifyError::WrongType);
-        }
-        let mut validation = Validation::new(*alg);
+        })?;
+        let mut validation = Validation::new(alg);
         validation.validate_aud = false;
         // Expiry is checked below against the injected clock.
         validation.validate_exp = false;

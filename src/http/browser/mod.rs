@@ -5,6 +5,7 @@
 
 mod cookies;
 mod pages;
+pub mod responses;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -56,12 +57,10 @@ fn request_params(params: &Params) -> Params {
 /// the consent page, or sends the browser back to the client.
 #[utoipa::path(get, path = "/oauth/authorize", tag = "browser",
     responses(
-        (status = 200, description = "The sign-in or consent page (HTML).", content_type = "text/html"),
-        (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss` (RFC 9207), or with `error` once the client and redirect URI are known good.",
-            headers(("Location" = String, description = "The redirect URI with the response parameters."))),
-        (status = 400, description = "An error page: the client or redirect URI is not known good, so nothing is redirected.", content_type = "text/html"),
-        (status = 503, description = "An error page: the server cannot answer now.", content_type = "text/html",
-            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 200, response = responses::PageShown),
+        (status = 303, response = responses::BackToClient),
+        (status = 400, response = responses::ErrorPage),
+        (status = 503, response = responses::PageUnavailable),
     )
 )]
 pub async fn authorize_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -84,12 +83,10 @@ pub async fn authorize_get(req: HttpRequest, state: web::Data<AppState>) -> Http
 /// The same parameters as `GET /oauth/authorize`, as a form.
 #[utoipa::path(post, path = "/oauth/authorize", tag = "browser",
     responses(
-        (status = 200, description = "The sign-in or consent page (HTML).", content_type = "text/html"),
-        (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss` (RFC 9207), or with `error` once the client and redirect URI are known good.",
-            headers(("Location" = String, description = "The redirect URI with the response parameters."))),
-        (status = 400, description = "An error page: the client or redirect URI is not known good, so nothing is redirected.", content_type = "text/html"),
-        (status = 503, description = "An error page: the server cannot answer now.", content_type = "text/html",
-            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 200, response = responses::PageShown),
+        (status = 303, response = responses::BackToClient),
+        (status = 400, response = responses::ErrorPage),
+        (status = 503, response = responses::PageUnavailable),
     )
 )]
 pub async fn authorize_post(
@@ -121,14 +118,11 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params) -> HttpR
 /// authorization request's parameters. A new login session (cookie) on success.
 #[utoipa::path(post, path = "/oauth/authorize/login", tag = "browser",
     responses(
-        (status = 200, description = "The sign-in or consent page (HTML).", content_type = "text/html"),
-        (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss` (RFC 9207), or with `error` once the client and redirect URI are known good.",
-            headers(("Location" = String, description = "The redirect URI with the response parameters."))),
-        (status = 400, description = "An error page: the client or redirect URI is not known good, so nothing is redirected.", content_type = "text/html"),
-        (status = 503, description = "An error page: the server cannot answer now.", content_type = "text/html",
-            headers(("Retry-After" = String, description = "Seconds to wait."))),
-        (status = 400, description = "An error page: the form is malformed (content type, encoding, repeated fields, size).", content_type = "text/html"),
-        (status = 403, description = "The form lacks the browser's CSRF token or came from another site.", content_type = "text/html"),
+        (status = 200, response = responses::PageShown),
+        (status = 303, response = responses::BackToClient),
+        (status = 400, response = responses::ErrorPage),
+        (status = 503, response = responses::PageUnavailable),
+        (status = 403, response = responses::FormRefused),
     )
 )]
 pub async fn login(
@@ -159,14 +153,11 @@ pub async fn login(
 /// authorization request's parameters. Deny sends `error=access_denied` back to the client.
 #[utoipa::path(post, path = "/oauth/authorize/consent", tag = "browser",
     responses(
-        (status = 200, description = "The sign-in or consent page (HTML).", content_type = "text/html"),
-        (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss` (RFC 9207), or with `error` once the client and redirect URI are known good.",
-            headers(("Location" = String, description = "The redirect URI with the response parameters."))),
-        (status = 400, description = "An error page: the client or redirect URI is not known good, so nothing is redirected.", content_type = "text/html"),
-        (status = 503, description = "An error page: the server cannot answer now.", content_type = "text/html",
-            headers(("Retry-After" = String, description = "Seconds to wait."))),
-        (status = 400, description = "An error page: the form is malformed (content type, encoding, repeated fields, size).", content_type = "text/html"),
-        (status = 403, description = "The form lacks the browser's CSRF token or came from another site.", content_type = "text/html"),
+        (status = 200, response = responses::PageShown),
+        (status = 303, response = responses::BackToClient),
+        (status = 400, response = responses::ErrorPage),
+        (status = 503, response = responses::PageUnavailable),
+        (status = 403, response = responses::FormRefused),
     )
 )]
 pub async fn consent(
@@ -205,10 +196,10 @@ pub async fn consent(
 /// `state`) or a signed-out page.
 #[utoipa::path(method(get, post), path = "/oauth/logout", tag = "browser",
     responses(
-        (status = 200, description = "The confirmation or signed-out page (HTML).", content_type = "text/html"),
-        (status = 303, description = "On to the post-logout redirect URI.",
-            headers(("Location" = String, description = "The post-logout redirect URI with `state`."))),
-        (status = 400, description = "An error page: an ID token not issued here, or a redirect not registered.", content_type = "text/html"),
+        (status = 200, response = responses::PageShown),
+        (status = 303, response = responses::OnAfterLogout),
+        (status = 400, response = responses::ErrorPage),
+        (status = 503, response = responses::PageUnavailable),
     )
 )]
 pub async fn logout(
@@ -262,11 +253,11 @@ pub async fn logout(
 /// Posted by the confirmation page: ends this browser's login session.
 #[utoipa::path(post, path = "/oauth/logout/confirm", tag = "browser",
     responses(
-        (status = 200, description = "The signed-out page (HTML).", content_type = "text/html"),
-        (status = 303, description = "On to the post-logout redirect URI.",
-            headers(("Location" = String, description = "The post-logout redirect URI with `state`."))),
-        (status = 400, description = "An error page: the form is malformed (content type, encoding, repeated fields, size).", content_type = "text/html"),
-        (status = 403, description = "The form lacks the browser's CSRF token or came from another site.", content_type = "text/html"),
+        (status = 200, response = responses::PageShown),
+        (status = 303, response = responses::OnAfterLogout),
+        (status = 400, response = responses::ErrorPage),
+        (status = 403, response = responses::FormRefused),
+        (status = 503, response = responses::PageUnavailable),
     )
 )]
 pub async fn logout_confirm(

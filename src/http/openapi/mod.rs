@@ -14,6 +14,9 @@ use actix_web::HttpResponse;
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
+use super::browser::responses::{
+    BackToClient, ErrorPage, FormRefused, OnAfterLogout, PageShown, PageUnavailable,
+};
 use super::error::ErrorBody;
 use super::error_responses::{
     BadRequest, Forbidden, PayloadTooLarge, ServerError, Unauthorized, Unavailable,
@@ -81,7 +84,10 @@ pub async fn openapi_json() -> HttpResponse {
     ),
     components(
         schemas(ErrorBody),
-        responses(BadRequest, Unauthorized, Forbidden, PayloadTooLarge, ServerError, Unavailable),
+        responses(
+            BadRequest, Unauthorized, Forbidden, PayloadTooLarge, ServerError, Unavailable,
+            PageShown, BackToClient, ErrorPage, FormRefused, PageUnavailable, OnAfterLogout,
+        ),
     ),
     modifiers(&Conventions),
     tags(
