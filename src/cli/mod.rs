@@ -135,14 +135,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let admin = admin(settings).await?;
             let report = admin.gc().await?;
             println!(
-                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows ({} day partitions), {} throttle counters, {} signing keys",
+                "deleted {} refresh families, {} refresh tokens, {} denylist entries, {} audit rows ({} day partitions), {} throttle counters, {} signing keys, {} login sessions, {} authorization codes",
                 report.rows.refresh_families,
                 report.rows.refresh_tokens,
                 report.rows.denylist,
                 report.rows.audit_rows,
                 report.rows.audit_partitions,
                 report.throttle_counters,
-                report.signing_keys
+                report.signing_keys,
+                report.rows.login_sessions,
+                report.rows.authorization_codes
             );
             Ok(())
         }

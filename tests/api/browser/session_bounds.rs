@@ -97,7 +97,31 @@ pub async fn signing_in_again_keeps_the_tokens_issued_before(backend: Backend) {
     assert_eq!(ended.status(), 400);
 }
 
+pub async fn expired_sessions_and_codes_are_cleaned_up(backend: Backend) {
+    let mut f = fixture(backend).await;
+    let code = f.code().await;
+    f.redeem(&code).await;
+    f.code().await;
+    let nothing = f.app.admin.gc().await.expect("gc");
+    assert_eq!(nothing.rows.login_sessions, 0, "a live session stays");
+    assert_eq!(
+        nothing.rows.authorization_codes, 0,
+        "codes stay while a replay must be caught"
+    );
+    // Past the session's lifetime and the replay window (tokens.refresh_reuse_detection, 1 d).
+    f.app.clock.advance(2 * 86_400 + 60);
+    let report = f.app.admin.gc().await.expect("gc");
+    assert_eq!(report.rows.login_sessions, 1);
+    assert_eq!(report.rows.authorization_codes, 2);
+    let again = f.app.admin.gc().await.expect("gc");
+    assert_eq!(
+        (again.rows.login_sessions, again.rows.authorization_codes),
+        (0, 0)
+    );
+}
+
 crate::both_backends!(
+    expired_sessions_and_codes_are_cleaned_up,
     a_password_change_or_disable_ends_the_sessions,
     refresh_tokens_end_with_the_session_unless_offline,
     signing_in_again_keeps_the_tokens_issued_before,
