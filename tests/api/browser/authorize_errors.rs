@@ -323,7 +323,93 @@ pub async fn a_public_client_on_a_loopback_redirect_always_asks(backend: Backend
     );
 }
 
+pub async fn hostile_forms_get_error_pages_never_a_500(backend: Backend) {
+    let mut f = fixture(backend).await;
+    let login = f.browser.get(&f.path("web", &[])).await;
+    let fields = login.form("/oauth/authorize/login");
+    let csrf = fields
+        .iter()
+        .find(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| v.clone())
+        .expect("csrf");
+    let cookie = format!("tessera_csrf={csrf}");
+    let raw = |body: String, content_type: &'static str| {
+        let req = f
+            .app
+            .http
+            .post(f.app.url("/oauth/authorize/login"))
+            .header("Content-Type", content_type)
+            .header("Cookie", cookie.clone())
+            .body(body);
+        async move { req.send().await.expect("post").status().as_u16() }
+    };
+    let form = serde_urlencoded::to_string(&fields).expect("form");
+    assert_eq!(
+        raw(form.clone(), "text/plain").await,
+        400,
+        "wrong content type"
+    );
+    assert_eq!(raw(form.clone(), "application/json").await, 400, "JSON");
+    let huge = format!("{form}&username={}&password=x", "a".repeat(20_000));
+    assert_eq!(
+        raw(huge, "application/x-www-form-urlencoded").await,
+        400,
+        "oversized"
+    );
+    let nul = format!("{form}&username=al%00ice&password=x");
+    assert_eq!(
+        raw(nul, "application/x-www-form-urlencoded").await,
+        400,
+        "NUL"
+    );
+    let bad_utf8 = format!("{form}&username=%ff%fe&password=x");
+    assert_eq!(
+        raw(bad_utf8, "application/x-www-form-urlencoded").await,
+        400,
+        "not UTF-8"
+    );
+    // Odd but well-formed input is just a failed sign-in.
+    for name in [
+        "\u{202e}ecila",
+        "alice' OR '1'='1",
+        "ａｌｉｃｅ",
+        "🦀🦀🦀",
+        &"x".repeat(300),
+    ] {
+        let page = f.browser.sign_in(&login, name, "whatever-password").await;
+        assert_eq!(page.status, 200, "{name:?}");
+        assert!(page.body.contains(r#"role="alert""#), "{name:?}");
+    }
+    // The token endpoint: codes that are not ours, of every shape.
+    for code in ["", "tsa_", &"a".repeat(5000), "tsa_\u{0}", "' OR 1=1 --"] {
+        let response = f
+            .app
+            .token(
+                Some(&f.web),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", super::agent::VERIFIER),
+                ],
+            )
+            .await;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(status, 400, "{code:?}: {body}");
+        assert!(
+            matches!(
+                body["error"].as_str(),
+                Some("invalid_grant" | "invalid_request")
+            ),
+            "{code:?}: {body}"
+        );
+    }
+    assert!(!f.app.audit_rows("login.failure").await.is_empty());
+}
+
 crate::both_backends!(
+    hostile_forms_get_error_pages_never_a_500,
     unknown_clients_and_redirects_are_shown_not_redirected,
     other_errors_go_back_to_the_client,
     forms_need_their_csrf_token_from_this_site,
