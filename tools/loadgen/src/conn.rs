@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// An answer: its status, whether it carried `Retry-After`, its body.
+/// An answer: its status, whether it carried `Retry-After`, its headers, its body.
 pub struct Resp {
     pub status: StatusCode,
     pub retry_after: bool,
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -66,10 +67,22 @@ impl Conn {
         auth: Option<&str>,
         form: Option<String>,
     ) -> Result<Resp, String> {
+        self.send_with(method, path, auth, form, &[]).await
+    }
+
+    /// `send` with more request headers (a browser's `Cookie`, `Sec-Fetch-Site`).
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        form: Option<String>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Resp, String> {
         if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
             self.connect().await?;
         }
-        let result = self.exchange(method, path, auth, form).await;
+        let result = self.exchange(method, path, auth, form, headers).await;
         if result.is_err() {
             // Whatever state the connection is in, start over on a fresh one.
             self.sender = None;
@@ -83,6 +96,7 @@ impl Conn {
         path: &str,
         auth: Option<&str>,
         form: Option<String>,
+        headers: &[(&'static str, &str)],
     ) -> Result<Resp, String> {
         let sender = self.sender.as_mut().ok_or("not connected")?;
         sender.ready().await.map_err(|e| format!("ready: {e}"))?;
@@ -92,6 +106,9 @@ impl Conn {
             .header(HOST, self.host.as_str());
         if let Some(auth) = auth {
             req = req.header(AUTHORIZATION, auth);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let body = match form {
             Some(form) => {
@@ -107,17 +124,16 @@ impl Conn {
             .send_request(req)
             .await
             .map_err(|e| format!("send: {e}"))?;
-        let status = resp.status();
-        let retry_after = resp.headers().contains_key(RETRY_AFTER);
-        let body = resp
-            .into_body()
+        let (parts, body) = resp.into_parts();
+        let body = body
             .collect()
             .await
             .map_err(|e| format!("body: {e}"))?
             .to_bytes();
         Ok(Resp {
-            status,
-            retry_after,
+            status: parts.status,
+            retry_after: parts.headers.contains_key(RETRY_AFTER),
+            headers: parts.headers,
             body,
         })
     }

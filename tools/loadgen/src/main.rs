@@ -7,6 +7,7 @@
 
 mod argon2;
 mod conn;
+mod flow;
 mod ready;
 mod run;
 
@@ -38,7 +39,7 @@ struct Cli {
 enum Mode {
     /// Opens `--connections` keep-alive HTTP/1.1 connections, one virtual client each, runs the
     /// scenario for `--duration` and prints one JSON line with the results.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Single-thread argon2id verify rate as the server once verified (PHC parse,
     /// `verify_password`, which allocates the memory per call), then with one buffer reused
     /// across calls, then that on `--threads` threads at once.

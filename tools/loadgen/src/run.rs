@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
 use crate::conn::Conn;
-use crate::{die, loopback, parse_duration};
+use crate::{die, flow, loopback, parse_duration};
 
 /// Longest any single request may take before it counts as a transport error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest the per-connection setup (connect, first login) may take.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -57,11 +57,20 @@ pub struct RunArgs {
     password: String,
     #[arg(long, default_value = "read")]
     scope: String,
+    /// ID:SECRET of the first-party web client (authorization_code, no consent page).
+    #[arg(long, value_name = "ID:SECRET", default_value = "")]
+    web: String,
+    /// The web client's registered redirect URI.
+    #[arg(long, default_value = "https://bench.example/cb")]
+    redirect_uri: String,
+    /// The scope the web client asks for.
+    #[arg(long, default_value = "openid")]
+    web_scope: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 #[value(rename_all = "snake_case")]
-enum Scenario {
+pub enum Scenario {
     Password,
     PasswordOverload,
     Refresh,
@@ -69,6 +78,10 @@ enum Scenario {
     Introspect,
     Jwks,
     Ceiling,
+    /// The whole authorization code flow of a fresh browser (`flow.rs`).
+    AuthcodeFlow,
+    /// Authorize with a login session, then the code exchange (`flow.rs`).
+    CodeExchange,
 }
 
 impl Scenario {
@@ -81,22 +94,37 @@ impl Scenario {
             Self::Introspect => "introspect",
             Self::Jwks => "jwks",
             Self::Ceiling => "ceiling",
+            Self::AuthcodeFlow => "authcode_flow",
+            Self::CodeExchange => "code_exchange",
         }
+    }
+
+    fn is_flow(self) -> bool {
+        matches!(self, Self::AuthcodeFlow | Self::CodeExchange)
     }
 }
 
-struct Ctx {
-    addr: SocketAddr,
-    scenario: Scenario,
-    duration: Duration,
+pub struct Ctx {
+    pub addr: SocketAddr,
+    pub scenario: Scenario,
+    pub duration: Duration,
     gateway: String,
     cc: String,
     rs: String,
+    /// `Basic ...` of the web client.
+    pub web: String,
+    pub web_id: String,
+    pub redirect_uri: String,
+    pub web_scope: String,
     user_prefix: String,
     users: u64,
-    password: String,
+    pub password: String,
     scope: String,
     next_user: AtomicU64,
+    /// What makes this run's PKCE verifiers differ from another run's.
+    pub run_seed: u128,
+    /// Authorization requests made so far, by every virtual client.
+    pub flow_seq: AtomicU64,
 }
 
 /// `Basic base64(urlencode(id):urlencode(secret))` from `ID:SECRET`.
@@ -110,7 +138,7 @@ fn basic(pair: &str) -> String {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -125,11 +153,15 @@ fn urlencode(s: &str) -> String {
 impl Ctx {
     /// The next account, round-robin over all of them, shared by every connection so that no
     /// two connections hammer one account at once.
-    fn password_form(&self) -> String {
+    pub fn next_username(&self) -> String {
         let n = self.next_user.fetch_add(1, Ordering::Relaxed) % self.users;
+        format!("{}{:04}", self.user_prefix, n + 1)
+    }
+
+    fn password_form(&self) -> String {
         format!(
             "grant_type=password&username={}&password={}&scope={}",
-            urlencode(&format!("{}{:04}", self.user_prefix, n + 1)),
+            urlencode(&self.next_username()),
             urlencode(&self.password),
             urlencode(&self.scope)
         )
@@ -144,24 +176,33 @@ enum State {
 }
 
 #[derive(Default)]
-struct Stats {
-    /// Latency of every response, in microseconds.
-    latencies: Vec<u32>,
-    /// Responses completed before the deadline (what requests/s counts).
-    in_window: u64,
-    errors: u64,
-    transport_errors: u64,
-    status: BTreeMap<String, u64>,
+pub struct Stats {
+    /// Latency of every response (of every iteration, in the flow scenarios), in microseconds.
+    pub latencies: Vec<u32>,
+    /// Responses completed before the deadline (what requests/s counts; in the flow scenarios,
+    /// completed code exchanges).
+    pub in_window: u64,
+    pub errors: u64,
+    pub transport_errors: u64,
+    pub status: BTreeMap<String, u64>,
     error_samples: Vec<String>,
     relogins: u64,
     relogin_failures: u64,
-    setup_failures: u64,
-    connects: u64,
-    max_us: u64,
+    pub setup_failures: u64,
+    pub connects: u64,
+    pub max_us: u64,
+    /// The flow scenarios: HTTP requests sent, and the latency of each step's answers.
+    pub http_requests: u64,
+    steps: BTreeMap<&'static str, Vec<u32>>,
 }
 
 impl Stats {
-    fn error(&mut self, what: String) {
+    pub fn step(&mut self, step: &'static str, took: Duration) {
+        let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self.steps.entry(step).or_default().push(us);
+    }
+
+    pub fn error(&mut self, what: String) {
         self.errors += 1;
         if self.error_samples.len() < 3 {
             self.error_samples.push(what);
@@ -174,7 +215,7 @@ fn json_field(body: &[u8], field: &str) -> Option<String> {
     v.get(field)?.as_str().map(str::to_owned)
 }
 
-fn body_snippet(body: &[u8]) -> String {
+pub fn body_snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(160)]).into_owned()
 }
 
@@ -237,6 +278,9 @@ async fn setup(ctx: &Ctx, conn: &mut Conn) -> Result<State, String> {
 }
 
 async fn worker(ctx: Arc<Ctx>, barrier: Arc<Barrier>) -> Stats {
+    if ctx.scenario.is_flow() {
+        return flow::worker(ctx, barrier).await;
+    }
     let mut stats = Stats::default();
     let mut conn = Conn::new(ctx.addr);
     let mut state = match tokio::time::timeout(SETUP_TIMEOUT, setup(&ctx, &mut conn)).await {
@@ -314,6 +358,9 @@ async fn worker(ctx: Arc<Ctx>, barrier: Arc<Barrier>) -> Stats {
             (Scenario::Jwks, _) => (Method::GET, "/.well-known/jwks.json", None, None),
             (Scenario::Ceiling, _) => (Method::GET, "/healthz", None, None),
             (Scenario::Refresh, _) => unreachable!("refresh state without a token"),
+            (Scenario::AuthcodeFlow | Scenario::CodeExchange, _) => {
+                unreachable!("flow scenarios run in flow::worker")
+            }
         };
         let started = Instant::now();
         let result =
@@ -388,6 +435,14 @@ async fn worker(ctx: Arc<Ctx>, barrier: Arc<Barrier>) -> Stats {
     stats
 }
 
+/// The wall clock at start, in nanoseconds: different in every run.
+#[allow(clippy::disallowed_methods)] // the server's injected-clock rule is not for this tool
+fn run_seed() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -409,12 +464,21 @@ pub fn run(args: &RunArgs) {
         gateway: basic(&args.gateway),
         cc: basic(&args.cc),
         rs: basic(&args.rs),
+        web: basic(&args.web),
+        web_id: args.web.split(':').next().unwrap_or("").to_owned(),
+        redirect_uri: args.redirect_uri.clone(),
+        web_scope: args.web_scope.clone(),
         user_prefix: args.user_prefix.clone(),
         users: args.users.max(1),
         password: args.password.clone(),
         scope: args.scope.clone(),
         next_user: AtomicU64::new(0),
+        run_seed: run_seed(),
+        flow_seq: AtomicU64::new(0),
     });
+    if scenario.is_flow() && ctx.web_id.is_empty() {
+        die("--scenario authcode_flow and code_exchange need --web ID:SECRET");
+    }
     let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -455,6 +519,10 @@ pub fn run(args: &RunArgs) {
         total.setup_failures += s.setup_failures;
         total.connects += s.connects;
         total.max_us = total.max_us.max(s.max_us);
+        total.http_requests += s.http_requests;
+        for (k, v) in s.steps {
+            total.steps.entry(k).or_default().extend(v);
+        }
         for (k, v) in s.status {
             *total.status.entry(k).or_default() += v;
         }
@@ -466,9 +534,22 @@ pub fn run(args: &RunArgs) {
     }
     total.latencies.sort_unstable();
     let duration = ctx.duration.as_secs_f64();
-    println!(
-        "{}",
-        json!({
+    let steps: serde_json::Map<String, Value> = total
+        .steps
+        .iter_mut()
+        .map(|(step, latencies)| {
+            latencies.sort_unstable();
+            (
+                (*step).to_owned(),
+                json!({
+                    "responses": latencies.len(),
+                    "p50_ms": percentile(latencies, 50.0),
+                    "p99_ms": percentile(latencies, 99.0),
+                }),
+            )
+        })
+        .collect();
+    let mut report = json!({
             "scenario": scenario.name(),
             "connections": connections,
             "loadgen_threads": threads,
@@ -488,6 +569,10 @@ pub fn run(args: &RunArgs) {
             "connects": total.connects,
             "status": total.status,
             "error_samples": total.error_samples,
-        })
-    );
+    });
+    if scenario.is_flow() {
+        report["http_requests"] = json!(total.http_requests);
+        report["steps"] = Value::Object(steps);
+    }
+    println!("{report}");
 }
