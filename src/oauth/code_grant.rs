@@ -60,6 +60,7 @@ impl OAuth {
                     .saturating_add(self.policy.refresh_idle_ttl)
                     .min(expires_at),
                 verified_password_hash: user.password_hash.clone(),
+                session_id: Some(record.session_id.clone()),
             };
             (token, family)
         });
@@ -97,7 +98,6 @@ impl OAuth {
                     access_jti: &jti,
                     access_expires_at: now.saturating_add(expires_in),
                     family: refresh.as_ref().map(|(_, f)| f),
-                    session_id: &record.session_id,
                 },
                 &events,
             )

@@ -97,6 +97,7 @@ impl OAuth {
                             .saturating_add(self.policy.refresh_idle_ttl)
                             .min(family_expires_at),
                         verified_password_hash: user.password_hash.clone(),
+                        session_id: None,
                     },
                     &[login, issued],
                 )

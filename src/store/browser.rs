@@ -72,8 +72,8 @@ pub struct Redemption<'a> {
     pub now: i64,
     pub access_jti: &'a str,
     pub access_expires_at: i64,
+    /// The family to start (its `session_id` set), if the client may refresh.
     pub family: Option<&'a NewFamily>,
-    pub session_id: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,11 +363,6 @@ macro_rules! browser_statements {
                 if !Self::create_family_in(&mut tx, family).await? {
                     return Ok(Redeemed::UserChanged);
                 }
-                sqlx::query("UPDATE refresh_families SET session_id = $2 WHERE id = $1")
-                    .bind(&family.id)
-                    .bind(r.session_id)
-                    .execute(&mut *tx)
-                    .await?;
             }
             Self::insert_audit(&mut tx, events).await?;
             tx.commit().await?;

@@ -29,6 +29,8 @@ pub struct NewFamily {
     /// user still has it and is enabled, so a login racing a password change or a disable
     /// cannot outlive it.
     pub verified_password_hash: String,
+    /// The login session it was started in (authorization code flow), which ending ends it.
+    pub session_id: Option<String>,
 }
 
 /// What introspection and revocation need to know about a refresh token.
@@ -128,8 +130,8 @@ macro_rules! refresh_statements {
                 return Ok(false);
             }
             sqlx::query(
-                "INSERT INTO refresh_families (id, user_id, client_id, scope, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO refresh_families (id, user_id, client_id, scope, created_at, expires_at, \
+                 session_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&family.id)
             .bind(&family.user_id)
@@ -137,6 +139,7 @@ macro_rules! refresh_statements {
             .bind(&family.scope)
             .bind(family.created_at)
             .bind(family.expires_at)
+            .bind(family.session_id.as_deref())
             .execute(&mut *conn)
             .await?;
             Self::insert_token(

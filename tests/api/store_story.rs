@@ -215,6 +215,7 @@ async fn refresh_rotation_is_compare_and_set(backend: Backend) {
                 token_hash: b"t1".to_vec(),
                 idle_expires_at: 2_000,
                 verified_password_hash: "$argon2id$fake".into(),
+                session_id: None,
             },
             &[event("token.issued")],
         )
@@ -235,6 +236,7 @@ async fn refresh_rotation_is_compare_and_set(backend: Backend) {
                 token_hash: b"t-stale".to_vec(),
                 idle_expires_at: 2_000,
                 verified_password_hash: "$argon2id$changed".into(),
+                session_id: None,
             },
             &[event("token.issued"), event("login.success")],
         )
