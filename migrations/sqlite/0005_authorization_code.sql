@@ -13,7 +13,8 @@ CREATE TABLE browser_sessions (
     revoked_at      BIGINT,
     -- The authorization request whose consent page this session was last shown (its hash):
     -- the consent form is taken only for it, once.
-    pending_consent BLOB
+    pending_consent BLOB,
+    pending_consent_at BIGINT
 );
 CREATE INDEX browser_sessions_user ON browser_sessions (user_id);
 CREATE INDEX browser_sessions_expires ON browser_sessions (expires_at);
@@ -50,6 +51,6 @@ CREATE TABLE consents (
 );
 
 -- The login session a refresh family was started from: ending the session (logout, `tessera
--- session revoke`) revokes it, unless the client was granted offline_access.
+-- session revoke`, a password change) revokes it. Families granted offline_access name none.
 ALTER TABLE refresh_families ADD COLUMN session_id TEXT;
 CREATE INDEX refresh_families_session ON refresh_families (session_id) WHERE session_id IS NOT NULL;

@@ -60,7 +60,8 @@ impl OAuth {
                     .saturating_add(self.policy.refresh_idle_ttl)
                     .min(expires_at),
                 verified_password_hash: user.password_hash.clone(),
-                session_id: Some(record.session_id.clone()),
+                // Offline access outlives the session: such a family names none.
+                session_id: (!offline).then(|| record.session_id.clone()),
             };
             (token, family)
         });
@@ -98,6 +99,7 @@ impl OAuth {
                     access_jti: &jti,
                     access_expires_at: now.saturating_add(expires_in),
                     family: refresh.as_ref().map(|(_, f)| f),
+                    session_id: &record.session_id,
                 },
                 &events,
             )
@@ -109,6 +111,9 @@ impl OAuth {
                 return Err(self.replayed(client, &code_hash, &record).await);
             }
             Redeemed::UserChanged => return Err(OAuthError::invalid_grant(BAD_CODE)),
+            Redeemed::SessionEnded => {
+                return Err(OAuthError::invalid_grant("the login session has ended"));
+            }
         }
         let id_token = if scope.iter().any(|s| s == "openid") {
             Some(self.sign_id_token(

@@ -72,8 +72,10 @@ pub struct Redemption<'a> {
     pub now: i64,
     pub access_jti: &'a str,
     pub access_expires_at: i64,
-    /// The family to start (its `session_id` set), if the client may refresh.
+    /// The family to start, if the client may refresh.
     pub family: Option<&'a NewFamily>,
+    /// The login session the code was issued in.
+    pub session_id: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,9 @@ pub enum Redeemed {
     NotRedeemable,
     /// The user was disabled or changed password since: nothing was written.
     UserChanged,
+    /// The login session ended (or its user changed) before the redemption: nothing was
+    /// written.
+    SessionEnded,
 }
 
 /// What a user allowed a client.
@@ -100,11 +105,11 @@ pub enum SessionTarget<'a> {
     User(&'a str),
 }
 
-/// Families started from an ended session go with it, except those granted offline access.
+/// The refresh families of ended sessions (of those `$3`/`$4` name) go with them. Families
+/// granted offline_access name no session, so they stay.
 pub(super) const END_SESSION_FAMILIES: &str = "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
      WHERE revoked_at IS NULL AND session_id IN (SELECT id FROM browser_sessions \
-       WHERE revoked_at IS NULL AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR user_id = $4)) \
-     AND ' ' || scope || ' ' NOT LIKE '% offline_access %'";
+       WHERE revoked_at IS NOT NULL AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR user_id = $4))";
 
 /// The session, code and consent statements shared by both backends.
 macro_rules! browser_statements {
@@ -175,6 +180,17 @@ macro_rules! browser_statements {
             .await?)
         }
 
+        /// The session a cookie's secret names, if not ended, however long it has been idle: the
+        /// one a new sign-in in that browser replaces.
+        pub(super) async fn find_session_id(&self, secret_hash: &[u8]) -> Result<Option<String>, StoreError> {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM browser_sessions WHERE secret_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(secret_hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
         /// Moves a live session's idle expiry on.
         pub(super) async fn touch_session(
             &self,
@@ -204,14 +220,10 @@ macro_rules! browser_statements {
                 SessionTarget::One(id) => (Some(id), None),
                 SessionTarget::User(user) => (None, Some(user)),
             };
-            sqlx::query(END_SESSION_FAMILIES)
-                .bind(now)
-                .bind(format!("session_{reason}"))
-                .bind(id)
-                .bind(user)
-                .execute(&mut *conn)
-                .await?;
-            Ok(sqlx::query(
+            // The sessions first: a code redemption holding a session's row (CHECK_SESSION_LIVE)
+            // finishes before this goes on, and the families statement after it then sees the
+            // family that redemption started.
+            let ended = sqlx::query(
                 "UPDATE browser_sessions SET revoked_at = $1 \
                  WHERE revoked_at IS NULL AND ($2 IS NULL OR id = $2) AND ($3 IS NULL OR user_id = $3)",
             )
@@ -220,7 +232,15 @@ macro_rules! browser_statements {
             .bind(user)
             .execute(&mut *conn)
             .await?
-            .rows_affected())
+            .rows_affected();
+            sqlx::query(END_SESSION_FAMILIES)
+                .bind(now)
+                .bind(format!("session_{reason}"))
+                .bind(id)
+                .bind(user)
+                .execute(&mut *conn)
+                .await?;
+            Ok(ended)
         }
 
         /// Ends login sessions and the refresh families started from them (not those granted
@@ -243,24 +263,39 @@ macro_rules! browser_statements {
         }
 
         /// Remembers that the session was shown the consent page of the request hashed so.
-        pub(super) async fn hold_consent(&self, id: &str, request_hash: &[u8]) -> Result<(), StoreError> {
-            sqlx::query("UPDATE browser_sessions SET pending_consent = $2 WHERE id = $1")
-                .bind(id)
-                .bind(request_hash.to_vec())
-                .execute(&self.pool)
-                .await?;
+        pub(super) async fn hold_consent(
+            &self,
+            id: &str,
+            request_hash: &[u8],
+            now: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE browser_sessions SET pending_consent = $2, pending_consent_at = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(request_hash.to_vec())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
             Ok(())
         }
 
         /// Takes the consent page the session was shown, if it was this request's: `false` for
         /// a consent form the session was never shown, or already answered.
-        pub(super) async fn take_consent(&self, id: &str, request_hash: &[u8]) -> Result<bool, StoreError> {
+        pub(super) async fn take_consent(
+            &self,
+            id: &str,
+            request_hash: &[u8],
+            shown_after: i64,
+        ) -> Result<bool, StoreError> {
             Ok(sqlx::query(
-                "UPDATE browser_sessions SET pending_consent = NULL \
-                 WHERE id = $1 AND pending_consent = $2 AND revoked_at IS NULL",
+                "UPDATE browser_sessions SET pending_consent = NULL, pending_consent_at = NULL \
+                 WHERE id = $1 AND pending_consent = $2 AND pending_consent_at > $3 \
+                   AND revoked_at IS NULL",
             )
             .bind(id)
             .bind(request_hash.to_vec())
+            .bind(shown_after)
             .execute(&self.pool)
             .await?
             .rows_affected()
@@ -358,6 +393,18 @@ macro_rules! browser_statements {
             .rows_affected();
             if taken == 0 {
                 return Ok(Redeemed::NotRedeemable);
+            }
+            // Checked again here, holding the rows: a logout, password change or disable that
+            // commits first is seen; one that comes later waits for this and then ends what it
+            // issues.
+            let live = sqlx::query(CHECK_SESSION_LIVE)
+                .bind(r.session_id)
+                .bind(r.now)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !live {
+                return Ok(Redeemed::SessionEnded);
             }
             if let Some(family) = r.family {
                 if !Self::create_family_in(&mut tx, family).await? {

@@ -128,9 +128,11 @@ macro_rules! maintenance_statements {
             .execute(&self.pool)
             .await?
             .rows_affected();
+            // A session gone idle stays until its absolute end (its families, capped there,
+            // too), so that `tessera session revoke --user` still finds what it started.
             let login_sessions = sqlx::query(
                 "DELETE FROM browser_sessions WHERE id IN (SELECT id FROM browser_sessions \
-                 WHERE expires_at <= $1 OR idle_expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2)",
+                 WHERE expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2)",
             )
             .bind(now)
             .bind(batch)

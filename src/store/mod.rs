@@ -263,8 +263,9 @@ forward! {
 
     fn start_session(&self, session: &NewSession, events: &[AuditEvent]) -> Result<bool, StoreError>;
     fn find_session(&self, secret_hash: &[u8], now: i64) -> Result<Option<SessionRecord>, StoreError>;
-    fn hold_consent(&self, id: &str, request_hash: &[u8]) -> Result<(), StoreError>;
-    fn take_consent(&self, id: &str, request_hash: &[u8]) -> Result<bool, StoreError>;
+    fn hold_consent(&self, id: &str, request_hash: &[u8], now: i64) -> Result<(), StoreError>;
+    fn take_consent(&self, id: &str, request_hash: &[u8], shown_after: i64) -> Result<bool, StoreError>;
+    fn find_session_id(&self, secret_hash: &[u8]) -> Result<Option<String>, StoreError>;
     fn touch_session(&self, id: &str, now: i64, idle_expires_at: i64) -> Result<(), StoreError>;
     fn end_sessions(&self, target: SessionTarget<'_>, now: i64, reason: &str, event: &AuditEvent) -> Result<u64, StoreError>;
     fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<SessionRecord>, StoreError>;

@@ -22,6 +22,8 @@ const SESSION_PREFIX: &str = "tsb_";
 const CODE_PREFIX: &str = "tsa_";
 /// A session's idle expiry is moved on at most this often, so that every page is not a write.
 const TOUCH_EVERY: i64 = 60;
+/// How long a consent page may be answered.
+const CONSENT_TTL: i64 = 600;
 
 /// What the browser sees next.
 #[derive(Debug)]
@@ -134,7 +136,12 @@ impl OAuth {
             Err(other) => return Err(other.into()),
         };
         let now = self.clock.now();
-        let previous = self.current_session(cookie).await?;
+        // The browser's previous session, even gone idle: what it started moves to the new
+        // one (the same user) or ends with it (another).
+        let previous = match cookie.filter(|c| c.starts_with(SESSION_PREFIX) && c.len() < 100) {
+            Some(secret) => self.store.find_session_id(&tokens::hash(secret)).await?,
+            None => None,
+        };
         let secret = tokens::generate(SESSION_PREFIX);
         let absolute = now.saturating_add(self.policy.session_absolute_ttl);
         let session = NewSession {
@@ -147,7 +154,7 @@ impl OAuth {
                 .min(absolute),
             expires_at: absolute,
             verified_password_hash: user.password_hash.clone(),
-            replaces: previous.map(|p| p.id),
+            replaces: previous,
         };
         let event = AuditEvent::new(
             now,
@@ -202,10 +209,15 @@ impl OAuth {
         };
         // Only the consent page this session was shown, for this very request, once: a form
         // posted without it would skip what showed it (prompt=login, max_age, the sign-in).
-        if !self
-            .store
-            .take_consent(&session.id, &request.fingerprint())
-            .await?
+        let now = self.clock.now();
+        let fresh_enough = request
+            .max_age
+            .is_none_or(|age| now.saturating_sub(session.auth_time) <= age);
+        if !fresh_enough
+            || !self
+                .store
+                .take_consent(&session.id, &request.fingerprint(), now - CONSENT_TTL)
+                .await?
         {
             return Err(Refusal::Page(
                 "This consent form has expired or was already answered. Go back to the application and start again."
@@ -213,7 +225,6 @@ impl OAuth {
             ));
         }
         let client = &request.base.client;
-        let now = self.clock.now();
         let event = |action: &'static str| {
             AuditEvent::new(
                 now,
@@ -306,17 +317,18 @@ impl OAuth {
         // decides (RFC 8252 §8.6).
         let unproven = client.is_public()
             && super::redirect_uri::any_local_app_may_receive(&request.base.redirect_uri);
-        let needs_consent = !client.first_party
-            && (request.prompt.consent
-                || unproven
-                || !super::scope::within(
-                    &request.scope,
-                    &self
-                        .store
-                        .find_consent(&user.id, &client.client_id)
-                        .await?
-                        .unwrap_or_default(),
-                ));
+        // prompt=consent asks even for a first-party client.
+        let needs_consent = request.prompt.consent
+            || (!client.first_party
+                && (unproven
+                    || !super::scope::within(
+                        &request.scope,
+                        &self
+                            .store
+                            .find_consent(&user.id, &client.client_id)
+                            .await?
+                            .unwrap_or_default(),
+                    )));
         if needs_consent {
             if request.prompt.none {
                 return Ok(self.refuse_request(
@@ -327,7 +339,7 @@ impl OAuth {
             }
             metrics::counter!("tessera_authorize_total", "outcome" => "consent_page").increment(1);
             self.store
-                .hold_consent(&session.id, &request.fingerprint())
+                .hold_consent(&session.id, &request.fingerprint(), self.clock.now())
                 .await?;
             return Ok(Step::Consent {
                 request: Box::new(request),

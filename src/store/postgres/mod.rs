@@ -22,6 +22,13 @@ use super::prelude::*;
 use client_cache::ClientCache;
 use rotation::CHECK_USER_UNCHANGED;
 
+/// A login session still live and its user unchanged since the sign-in, both rows held until
+/// the transaction ends (a logout, password change or disable waits for it).
+const CHECK_SESSION_LIVE: &str = "SELECT s.id FROM browser_sessions s \
+     JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL \
+     AND s.expires_at > $2 AND u.disabled = 0 AND u.password_changed_at <= s.auth_time \
+     FOR SHARE OF s, u";
+
 type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;
 

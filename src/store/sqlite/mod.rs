@@ -18,6 +18,12 @@ type Conn = sqlx::SqliteConnection;
 
 /// The user row a login starts a family for; `BEGIN IMMEDIATE` already keeps a password
 /// change or disable out until the login commits.
+/// A login session still live and its user unchanged since the sign-in (writes are serialized
+/// by `BEGIN IMMEDIATE`, so nothing changes them before the transaction ends).
+const CHECK_SESSION_LIVE: &str = "SELECT s.id FROM browser_sessions s \
+     JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL \
+     AND s.expires_at > $2 AND u.disabled = 0 AND u.password_changed_at <= s.auth_time";
+
 const CHECK_USER_UNCHANGED: &str =
     "SELECT id FROM users WHERE id = $1 AND disabled = 0 AND password_hash = $2";
 

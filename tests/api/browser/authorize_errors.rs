@@ -283,6 +283,21 @@ pub async fn a_consent_form_counts_only_for_the_page_it_was_shown_on(backend: Ba
     assert!(back.redirect_param("code").is_some(), "{}", back.body);
     let again = f.browser.post("/oauth/authorize/consent", &allow).await;
     assert_eq!(again.status, 400, "answered already");
+    // A consent page left open too long is not taken either.
+    let asked = f
+        .browser
+        .get(&f.path("web", &[("prompt", "consent")]))
+        .await;
+    let mut late = asked.form("/oauth/authorize/consent");
+    late.push(("decision".into(), "allow".into()));
+    f.app.clock.advance(601);
+    assert_eq!(
+        f.browser
+            .post("/oauth/authorize/consent", &late)
+            .await
+            .status,
+        400
+    );
 }
 
 pub async fn a_public_client_on_a_loopback_redirect_always_asks(backend: Backend) {

@@ -190,6 +190,14 @@ pub async fn a_first_party_client_is_not_asked_for_consent(backend: Backend) {
         .expect("no consent page for a first-party client");
     let (status, body) = f.exchange(&own, &code, VERIFIER).await;
     assert_eq!(status, 200, "{body}");
+    let asked = f
+        .browser
+        .get(&f.path("own", &[("prompt", "consent")]))
+        .await;
+    assert!(
+        asked.is_consent_page(),
+        "prompt=consent asks even for a first-party client"
+    );
 }
 
 pub async fn a_public_client_redeems_with_pkce_alone(backend: Backend) {

@@ -120,9 +120,132 @@ pub async fn expired_sessions_and_codes_are_cleaned_up(backend: Backend) {
     );
 }
 
+pub async fn a_session_gone_idle_still_hands_on_or_ends_what_it_started(backend: Backend) {
+    let mut f = fixture(backend).await;
+    let code = f.code().await;
+    let tokens = f.redeem(&code).await;
+    // Idle past login.session_idle_ttl (2 h), within the absolute lifetime.
+    f.app.clock.advance(2 * 3600 + 60);
+    let login = f.browser.get(&f.path("web", &[])).await;
+    assert!(login.is_login_page(), "the idle session no longer signs in");
+    let back = f.browser.sign_in(&login, "alice", PASSWORD).await;
+    assert!(back.redirect_param("code").is_some() || back.is_consent_page());
+    // The refresh token of the idle session moved to the new one: signing out ends it.
+    let refreshed = f.app.refresh(&f.web, &refresh_token_of(&tokens)).await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: serde_json::Value = refreshed.json().await.expect("json");
+    let ask = f.browser.get("/oauth/logout").await;
+    let fields = ask.form("/oauth/logout/confirm");
+    f.browser.post("/oauth/logout/confirm", &fields).await;
+    assert_eq!(
+        f.app
+            .refresh(&f.web, &refresh_token_of(&refreshed))
+            .await
+            .status(),
+        400,
+        "ended with the session it moved to"
+    );
+
+    // An idle session is still found by `session revoke --user`, with what it started.
+    let mut f = fixture(backend).await;
+    let code = f.code().await;
+    let tokens = f.redeem(&code).await;
+    f.app.clock.advance(2 * 3600 + 60);
+    f.app.admin.gc().await.expect("gc");
+    let ended = f
+        .app
+        .admin
+        .end_login_sessions(None, Some("alice"))
+        .await
+        .expect("end");
+    assert_eq!(ended, 1);
+    assert_eq!(
+        f.app
+            .refresh(&f.web, &refresh_token_of(&tokens))
+            .await
+            .status(),
+        400
+    );
+}
+
 crate::both_backends!(
+    a_session_gone_idle_still_hands_on_or_ends_what_it_started,
     expired_sessions_and_codes_are_cleaned_up,
     a_password_change_or_disable_ends_the_sessions,
     refresh_tokens_end_with_the_session_unless_offline,
     signing_in_again_keeps_the_tokens_issued_before,
 );
+
+/// Postgres, where a redemption and a logout can run at once: a redemption held up after its
+/// first checks (the codes table locked by another connection) while the session ends must
+/// issue nothing.
+mod racing_the_session_end {
+    use sqlx::{Connection, Executor};
+
+    use super::super::agent::VERIFIER;
+    use super::super::fixture;
+    use crate::helpers::Backend;
+
+    async fn held_redemption_then(end: &str) {
+        let mut f = fixture(Backend::Postgres).await;
+        let code = f.code().await;
+        let mut lock = sqlx::PgConnection::connect(&f.app.db.url)
+            .await
+            .expect("connect");
+        lock.execute("BEGIN").await.expect("begin");
+        lock.execute("LOCK TABLE authorization_codes IN EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        let redeem = {
+            let app_url = f.app.url("/oauth/token");
+            let http = f.app.http.clone();
+            let auth = crate::helpers::basic(&f.web.id, &f.web.secret);
+            let code = code.clone();
+            tokio::spawn(async move {
+                http.post(app_url)
+                    .header("Authorization", auth)
+                    .form(&[
+                        ("grant_type", "authorization_code"),
+                        ("code", code.as_str()),
+                        ("redirect_uri", super::super::REDIRECT),
+                        ("code_verifier", VERIFIER),
+                    ])
+                    .send()
+                    .await
+                    .expect("token")
+                    .status()
+                    .as_u16()
+            })
+        };
+        // Past its first checks, waiting on the lock.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        match end {
+            "logout" => {
+                let sessions = f.app.admin.login_sessions("alice").await.expect("list");
+                f.app
+                    .admin
+                    .end_login_sessions(Some(&sessions[0].id), None)
+                    .await
+                    .expect("end");
+            }
+            _ => f
+                .app
+                .admin
+                .set_password("alice", "a brand new password")
+                .await
+                .expect("password"),
+        }
+        lock.execute("COMMIT").await.expect("commit");
+        assert_eq!(redeem.await.expect("join"), 400, "{end}: nothing issued");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_logout() {
+        held_redemption_then("logout").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_password_change() {
+        held_redemption_then("password").await;
+    }
+}
