@@ -100,9 +100,9 @@ impl OAuth {
     /// link on another site nor a stale or another user's ID token signs anyone out.
     pub async fn logout(&self, params: &Params, cookie: Option<&str>) -> Result<Logout, Refusal> {
         let request = self.logout_request(params).await?;
-        let current = self.current_session(cookie).await?;
+        let current = self.browser_session_id(cookie).await?;
         match (&request.hinted_session, current) {
-            (Some(sid), Some(session)) if *sid == session.id => {
+            (Some(sid), Some(session)) if *sid == session => {
                 self.sign_out(sid, "rp_initiated_logout").await?;
                 Ok(Logout::Done(request.then))
             }
@@ -118,8 +118,8 @@ impl OAuth {
         cookie: Option<&str>,
     ) -> Result<Logout, Refusal> {
         let request = self.logout_request(params).await?;
-        if let Some(session) = self.current_session(cookie).await? {
-            self.sign_out(&session.id, "user_logout").await?;
+        if let Some(session) = self.browser_session_id(cookie).await? {
+            self.sign_out(&session, "user_logout").await?;
         }
         Ok(Logout::Done(request.then))
     }

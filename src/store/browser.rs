@@ -379,6 +379,33 @@ macro_rules! browser_statements {
             events: &[AuditEvent],
         ) -> Result<Redeemed, StoreError> {
             let mut tx = self.begin_write().await?;
+            // User, then session, then code: the order every other writer of these rows takes.
+            sqlx::query(LOCK_SESSION_USER)
+                .bind(r.session_id)
+                .execute(&mut *tx)
+                .await?;
+            // Checked again here, holding the rows: a logout, password change or disable that
+            // commits first is seen; one that comes later waits for this and then ends what it
+            // issues.
+            let live = sqlx::query(CHECK_SESSION_LIVE)
+                .bind(r.session_id)
+                .bind(r.now)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !live {
+                // A second use still counts as one, whatever became of the session.
+                let redeemed: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT redeemed_at FROM authorization_codes WHERE code_hash = $1",
+                )
+                .bind(r.code_hash.to_vec())
+                .fetch_optional(&mut *tx)
+                .await?;
+                return Ok(match redeemed {
+                    Some(Some(_)) => Redeemed::NotRedeemable,
+                    _ => Redeemed::SessionEnded,
+                });
+            }
             let taken = sqlx::query(
                 "UPDATE authorization_codes SET redeemed_at = $2, family_id = $3, access_jti = $4, \
                  access_expires_at = $5 WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2",
@@ -393,18 +420,6 @@ macro_rules! browser_statements {
             .rows_affected();
             if taken == 0 {
                 return Ok(Redeemed::NotRedeemable);
-            }
-            // Checked again here, holding the rows: a logout, password change or disable that
-            // commits first is seen; one that comes later waits for this and then ends what it
-            // issues.
-            let live = sqlx::query(CHECK_SESSION_LIVE)
-                .bind(r.session_id)
-                .bind(r.now)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if !live {
-                return Ok(Redeemed::SessionEnded);
             }
             if let Some(family) = r.family {
                 if !Self::create_family_in(&mut tx, family).await? {
@@ -518,6 +533,16 @@ macro_rules! browser_statements {
             event: &AuditEvent,
         ) -> Result<(), StoreError> {
             let mut tx = self.begin_write().await?;
+            // Codes already handed out but not redeemed are worth nothing now.
+            sqlx::query(
+                "UPDATE authorization_codes SET expires_at = $3 \
+                 WHERE user_id = $1 AND client_id = $2 AND redeemed_at IS NULL AND expires_at > $3",
+            )
+            .bind(user_id)
+            .bind(client_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             let gone = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
                 .bind(user_id)
                 .bind(client_id)

@@ -138,10 +138,7 @@ impl OAuth {
         let now = self.clock.now();
         // The browser's previous session, even gone idle: what it started moves to the new
         // one (the same user) or ends with it (another).
-        let previous = match cookie.filter(|c| c.starts_with(SESSION_PREFIX) && c.len() < 100) {
-            Some(secret) => self.store.find_session_id(&tokens::hash(secret)).await?,
-            None => None,
-        };
+        let previous = self.browser_session_id(cookie).await?;
         let secret = tokens::generate(SESSION_PREFIX);
         let absolute = now.saturating_add(self.policy.session_absolute_ttl);
         let session = NewSession {
@@ -281,6 +278,18 @@ impl OAuth {
             .end_sessions(SessionTarget::One(session_id), now, "logout", &event)
             .await?
             > 0)
+    }
+
+    /// The session a cookie's secret names unless it was ended, however long it has been idle:
+    /// what signing in again takes over and signing out ends.
+    pub(super) async fn browser_session_id(
+        &self,
+        cookie: Option<&str>,
+    ) -> Result<Option<String>, OAuthError> {
+        match cookie.filter(|c| c.starts_with(SESSION_PREFIX) && c.len() < 100) {
+            Some(secret) => Ok(self.store.find_session_id(&tokens::hash(secret)).await?),
+            None => Ok(None),
+        }
     }
 
     /// The live session a cookie's secret names, its idle expiry moved on.

@@ -22,12 +22,18 @@ use super::prelude::*;
 use client_cache::ClientCache;
 use rotation::CHECK_USER_UNCHANGED;
 
-/// A login session still live and its user unchanged since the sign-in, both rows held until
-/// the transaction ends (a logout, password change or disable waits for it).
+/// A login session's user, held until the transaction ends. Taken before the session row:
+/// a password change, disable or delete locks the user, then the sessions, and a redemption
+/// must lock in that order too, or the two deadlock.
+const LOCK_SESSION_USER: &str = "SELECT 1 FROM users \
+     WHERE id = (SELECT user_id FROM browser_sessions WHERE id = $1) FOR SHARE";
+
+/// A login session still live and its user unchanged since the sign-in, the session row held
+/// until the transaction ends (a logout waits for it; the user is held already).
 const CHECK_SESSION_LIVE: &str = "SELECT s.id FROM browser_sessions s \
      JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL \
      AND s.expires_at > $2 AND u.disabled = 0 AND u.password_changed_at <= s.auth_time \
-     FOR SHARE OF s, u";
+     FOR SHARE OF s";
 
 type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;

@@ -16,14 +16,18 @@ use super::prelude::*;
 type Db = sqlx::Sqlite;
 type Conn = sqlx::SqliteConnection;
 
-/// The user row a login starts a family for; `BEGIN IMMEDIATE` already keeps a password
-/// change or disable out until the login commits.
+/// A login session's user. Writes are serialized by `BEGIN IMMEDIATE`: nothing to hold.
+const LOCK_SESSION_USER: &str =
+    "SELECT 1 FROM users WHERE id = (SELECT user_id FROM browser_sessions WHERE id = $1)";
+
 /// A login session still live and its user unchanged since the sign-in (writes are serialized
 /// by `BEGIN IMMEDIATE`, so nothing changes them before the transaction ends).
 const CHECK_SESSION_LIVE: &str = "SELECT s.id FROM browser_sessions s \
      JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL \
      AND s.expires_at > $2 AND u.disabled = 0 AND u.password_changed_at <= s.auth_time";
 
+/// The user row a login starts a family for; `BEGIN IMMEDIATE` already keeps a password
+/// change or disable out until the login commits.
 const CHECK_USER_UNCHANGED: &str =
     "SELECT id FROM users WHERE id = $1 AND disabled = 0 AND password_hash = $2";
 

@@ -168,7 +168,106 @@ pub async fn a_session_gone_idle_still_hands_on_or_ends_what_it_started(backend:
     );
 }
 
+pub async fn redemptions_racing_account_changes_never_fail_or_block_them(backend: Backend) {
+    let mut f = fixture(backend).await;
+    for round in 0..12 {
+        let login = f.browser.get(&f.path("web", &[("prompt", "login")])).await;
+        let password = if round == 0 {
+            PASSWORD.to_owned()
+        } else {
+            format!("password of round {}", round - 1)
+        };
+        let mut back = f.browser.sign_in(&login, "alice", &password).await;
+        if back.is_consent_page() {
+            back = f.browser.decide(&back, true).await;
+        }
+        let mut codes = vec![back.redirect_param("code").expect("code")];
+        for _ in 0..7 {
+            codes.push(f.code().await);
+        }
+        let redemptions = futures::future::join_all(
+            codes
+                .iter()
+                .map(|code| f.exchange(&f.web, code, super::agent::VERIFIER)),
+        );
+        let change = async {
+            if round % 2 == 0 {
+                f.app
+                    .admin
+                    .set_disabled("alice", true)
+                    .await
+                    .expect("disable");
+                f.app
+                    .admin
+                    .set_disabled("alice", false)
+                    .await
+                    .expect("enable");
+            }
+            f.app
+                .admin
+                .set_password("alice", &format!("password of round {round}"))
+                .await
+        };
+        let (answers, changed) = tokio::join!(redemptions, change);
+        changed.expect("the account change is never refused");
+        for (status, body) in &answers {
+            assert!(
+                *status == 200 || *status == 400,
+                "round {round}: {status} {body}"
+            );
+        }
+        // Whatever was issued before the change ended with it.
+        for (status, body) in answers {
+            if status == 200 {
+                let refreshed = f.app.refresh(&f.web, &refresh_token_of(&body)).await;
+                assert_eq!(
+                    refreshed.status(),
+                    400,
+                    "round {round}: outlived the change"
+                );
+            }
+        }
+    }
+}
+
+pub async fn signing_out_of_an_idle_session_ends_what_it_started(backend: Backend) {
+    let mut f = fixture(backend).await;
+    let code = f.code().await;
+    let tokens = f.redeem(&code).await;
+    f.app.clock.advance(2 * 3600 + 60);
+    let ask = f.browser.get("/oauth/logout").await;
+    let fields = ask.form("/oauth/logout/confirm");
+    let done = f.browser.post("/oauth/logout/confirm", &fields).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(
+        f.app
+            .refresh(&f.web, &refresh_token_of(&tokens))
+            .await
+            .status(),
+        400
+    );
+}
+
+pub async fn revoking_consent_spends_the_codes_not_yet_redeemed(backend: Backend) {
+    let mut f = fixture(backend).await;
+    let code = f.code().await;
+    f.app
+        .admin
+        .revoke_consent("alice", "web")
+        .await
+        .expect("revoke");
+    let (status, body) = f.exchange(&f.web, &code, super::agent::VERIFIER).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
 crate::both_backends!(
+    redemptions_racing_account_changes_never_fail_or_block_them,
+    signing_out_of_an_idle_session_ends_what_it_started,
+    revoking_consent_spends_the_codes_not_yet_redeemed,
     a_session_gone_idle_still_hands_on_or_ends_what_it_started,
     expired_sessions_and_codes_are_cleaned_up,
     a_password_change_or_disable_ends_the_sessions,
@@ -177,8 +276,8 @@ crate::both_backends!(
 );
 
 /// Postgres, where a redemption and a logout can run at once: a redemption held up after its
-/// first checks (the codes table locked by another connection) while the session ends must
-/// issue nothing.
+/// first checks (the users table locked by another connection, so the redemption waits to
+/// lock its user) while the session ends must issue nothing.
 mod racing_the_session_end {
     use sqlx::{Connection, Executor};
 
@@ -186,23 +285,23 @@ mod racing_the_session_end {
     use super::super::fixture;
     use crate::helpers::Backend;
 
-    async fn held_redemption_then(end: &str) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_logout_while_a_code_is_redeemed() {
         let mut f = fixture(Backend::Postgres).await;
         let code = f.code().await;
         let mut lock = sqlx::PgConnection::connect(&f.app.db.url)
             .await
             .expect("connect");
         lock.execute("BEGIN").await.expect("begin");
-        lock.execute("LOCK TABLE authorization_codes IN EXCLUSIVE MODE")
+        lock.execute("LOCK TABLE users IN EXCLUSIVE MODE")
             .await
             .expect("lock");
         let redeem = {
-            let app_url = f.app.url("/oauth/token");
+            let url = f.app.url("/oauth/token");
             let http = f.app.http.clone();
             let auth = crate::helpers::basic(&f.web.id, &f.web.secret);
-            let code = code.clone();
             tokio::spawn(async move {
-                http.post(app_url)
+                http.post(url)
                     .header("Authorization", auth)
                     .form(&[
                         ("grant_type", "authorization_code"),
@@ -217,35 +316,15 @@ mod racing_the_session_end {
                     .as_u16()
             })
         };
-        // Past its first checks, waiting on the lock.
+        // Past its first checks, waiting for its user's row.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        match end {
-            "logout" => {
-                let sessions = f.app.admin.login_sessions("alice").await.expect("list");
-                f.app
-                    .admin
-                    .end_login_sessions(Some(&sessions[0].id), None)
-                    .await
-                    .expect("end");
-            }
-            _ => f
-                .app
-                .admin
-                .set_password("alice", "a brand new password")
-                .await
-                .expect("password"),
-        }
+        let sessions = f.app.admin.login_sessions("alice").await.expect("list");
+        f.app
+            .admin
+            .end_login_sessions(Some(&sessions[0].id), None)
+            .await
+            .expect("end");
         lock.execute("COMMIT").await.expect("commit");
-        assert_eq!(redeem.await.expect("join"), 400, "{end}: nothing issued");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_logout() {
-        held_redemption_then("logout").await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_password_change() {
-        held_redemption_then("password").await;
+        assert_eq!(redeem.await.expect("join"), 400, "nothing issued");
     }
 }
