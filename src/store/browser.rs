@@ -132,6 +132,9 @@ macro_rules! browser_statements {
                 return Ok(false);
             }
             if let Some(old) = &session.replaces {
+                // Held first (after the user, the order every writer takes): a redemption in
+                // the old session commits before its family moves.
+                sqlx::query(LOCK_SESSION).bind(old).execute(&mut *tx).await?;
                 // The same user signing in again keeps the refresh tokens issued in the old
                 // session (they move to the new one); another user's go with it.
                 sqlx::query(
@@ -533,14 +536,15 @@ macro_rules! browser_statements {
             event: &AuditEvent,
         ) -> Result<(), StoreError> {
             let mut tx = self.begin_write().await?;
-            // Codes already handed out but not redeemed are worth nothing now.
+            // Codes already handed out but not redeemed are worth nothing now: expired at the
+            // epoch, so that no clock (a redemption that read its time a moment earlier, another
+            // host's) still finds them redeemable.
             sqlx::query(
-                "UPDATE authorization_codes SET expires_at = $3 \
-                 WHERE user_id = $1 AND client_id = $2 AND redeemed_at IS NULL AND expires_at > $3",
+                "UPDATE authorization_codes SET expires_at = 0 \
+                 WHERE user_id = $1 AND client_id = $2 AND redeemed_at IS NULL",
             )
             .bind(user_id)
             .bind(client_id)
-            .bind(now)
             .execute(&mut *tx)
             .await?;
             let gone = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")

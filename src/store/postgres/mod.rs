@@ -28,6 +28,9 @@ use rotation::CHECK_USER_UNCHANGED;
 const LOCK_SESSION_USER: &str = "SELECT 1 FROM users \
      WHERE id = (SELECT user_id FROM browser_sessions WHERE id = $1) FOR SHARE";
 
+/// A login session's row, held for a change (a new sign-in taking it over).
+const LOCK_SESSION: &str = "SELECT id FROM browser_sessions WHERE id = $1 FOR UPDATE";
+
 /// A login session still live and its user unchanged since the sign-in, the session row held
 /// until the transaction ends (a logout waits for it; the user is held already).
 const CHECK_SESSION_LIVE: &str = "SELECT s.id FROM browser_sessions s \

@@ -20,6 +20,9 @@ type Conn = sqlx::SqliteConnection;
 const LOCK_SESSION_USER: &str =
     "SELECT 1 FROM users WHERE id = (SELECT user_id FROM browser_sessions WHERE id = $1)";
 
+/// A login session's row (writes are serialized by `BEGIN IMMEDIATE`: nothing to hold).
+const LOCK_SESSION: &str = "SELECT id FROM browser_sessions WHERE id = $1";
+
 /// A login session still live and its user unchanged since the sign-in (writes are serialized
 /// by `BEGIN IMMEDIATE`, so nothing changes them before the transaction ends).
 const CHECK_SESSION_LIVE: &str = "SELECT s.id FROM browser_sessions s \

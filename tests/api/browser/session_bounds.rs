@@ -275,9 +275,10 @@ crate::both_backends!(
     signing_in_again_keeps_the_tokens_issued_before,
 );
 
-/// Postgres, where a redemption and a logout can run at once: a redemption held up after its
-/// first checks (the users table locked by another connection, so the redemption waits to
-/// lock its user) while the session ends must issue nothing.
+/// Postgres, where a redemption and an account change can run at once: a redemption held up
+/// after its first checks (the users table locked by another connection, so the redemption
+/// waits to lock its user) while the session ends or the consent is revoked must issue
+/// nothing.
 mod racing_the_session_end {
     use sqlx::{Connection, Executor};
 
@@ -285,8 +286,7 @@ mod racing_the_session_end {
     use super::super::fixture;
     use crate::helpers::Backend;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_logout_while_a_code_is_redeemed() {
+    async fn held_redemption_then(change: &str) {
         let mut f = fixture(Backend::Postgres).await;
         let code = f.code().await;
         let mut lock = sqlx::PgConnection::connect(&f.app.db.url)
@@ -316,15 +316,36 @@ mod racing_the_session_end {
                     .as_u16()
             })
         };
-        // Past its first checks, waiting for its user's row.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let sessions = f.app.admin.login_sessions("alice").await.expect("list");
-        f.app
-            .admin
-            .end_login_sessions(Some(&sessions[0].id), None)
-            .await
-            .expect("end");
+        // Past its first checks, waiting for its user's row; the change comes a second later
+        // than the time the redemption read.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        match change {
+            "logout" => {
+                let sessions = f.app.admin.login_sessions("alice").await.expect("list");
+                f.app
+                    .admin
+                    .end_login_sessions(Some(&sessions[0].id), None)
+                    .await
+                    .expect("end");
+            }
+            _ => f
+                .app
+                .admin
+                .revoke_consent("alice", "web")
+                .await
+                .expect("revoke"),
+        }
         lock.execute("COMMIT").await.expect("commit");
-        assert_eq!(redeem.await.expect("join"), 400, "nothing issued");
+        assert_eq!(redeem.await.expect("join"), 400, "{change}: nothing issued");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_logout_while_a_code_is_redeemed() {
+        held_redemption_then("logout").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_consent_revoked_while_a_code_is_redeemed() {
+        held_redemption_then("consent").await;
     }
 }
