@@ -27,7 +27,7 @@ impl OAuth {
         let code = params.require("code")?;
         let now = self.clock.now();
         let code_hash = tokens::hash(code);
-        let Some(record) = self.store.find_code(&code_hash, now).await? else {
+        let Some(record) = self.store.find_code(&code_hash).await? else {
             return Err(OAuthError::invalid_grant(BAD_CODE));
         };
         if record.redeemed_at.is_some() {
@@ -166,9 +166,6 @@ impl OAuth {
         if !pkce_matches(verifier, &record.code_challenge) {
             metrics::counter!("tessera_code_refused_total", "reason" => "pkce").increment(1);
             return Err(OAuthError::invalid_grant("PKCE verification failed"));
-        }
-        if record.session_live == 0 {
-            return Err(OAuthError::invalid_grant("the login session has ended"));
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ pub struct NewCode {
     pub expires_at: i64,
 }
 
-/// A stored code, with whether its session is still live.
+/// A stored code, with its session's end.
 #[derive(Debug, Clone, FromRow)]
 pub struct CodeRecord {
     pub client_id: String,
@@ -60,9 +60,8 @@ pub struct CodeRecord {
     pub auth_time: i64,
     pub expires_at: i64,
     pub redeemed_at: Option<i64>,
-    /// 1 while the session the code was issued in is neither ended nor expired.
-    pub session_live: i64,
-    /// When that session ends at the latest.
+    /// When the session the code was issued in ends at the latest (whether it still lives is
+    /// checked when the code is redeemed, holding its row).
     pub session_expires_at: Option<i64>,
 }
 
@@ -356,19 +355,15 @@ macro_rules! browser_statements {
         pub(super) async fn find_code(
             &self,
             code_hash: &[u8],
-            now: i64,
         ) -> Result<Option<CodeRecord>, StoreError> {
             Ok(sqlx::query_as::<_, CodeRecord>(
                 "SELECT c.client_id, c.user_id, c.session_id, c.redirect_uri, c.scope, \
                    c.code_challenge, c.nonce, c.auth_time, c.expires_at, c.redeemed_at, \
-                   (SELECT COUNT(*) FROM browser_sessions s WHERE s.id = c.session_id \
-                     AND s.revoked_at IS NULL AND s.expires_at > $2) AS session_live, \
                    (SELECT s.expires_at FROM browser_sessions s WHERE s.id = c.session_id) \
                      AS session_expires_at \
                  FROM authorization_codes c WHERE c.code_hash = $1",
             )
             .bind(code_hash.to_vec())
-            .bind(now)
             .fetch_optional(&self.pool)
             .await?)
         }

@@ -270,7 +270,7 @@ forward! {
     fn end_sessions(&self, target: SessionTarget<'_>, now: i64, reason: &str, event: &AuditEvent) -> Result<u64, StoreError>;
     fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<SessionRecord>, StoreError>;
     fn insert_code(&self, code: &NewCode, events: &[AuditEvent]) -> Result<(), StoreError>;
-    fn find_code(&self, code_hash: &[u8], now: i64) -> Result<Option<CodeRecord>, StoreError>;
+    fn find_code(&self, code_hash: &[u8]) -> Result<Option<CodeRecord>, StoreError>;
     fn redeem_code(&self, r: &Redemption<'_>, events: &[AuditEvent]) -> Result<Redeemed, StoreError>;
     fn revoke_code_grants(&self, code_hash: &[u8], now: i64, events: &[AuditEvent]) -> Result<bool, StoreError>;
     fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;

@@ -134,14 +134,13 @@ pub async fn login(
         Ok(form) => form,
         Err(response) => return response,
     };
-    let cookie = state.site.cookies.session(&req);
     let outcome = state
         .oauth
         .sign_in(
-            &request_params(&form),
-            form.get("username").unwrap_or(""),
-            form.get("password").unwrap_or(""),
-            cookie.as_deref(),
+            &form.request,
+            form.fields.get("username").unwrap_or(""),
+            form.fields.get("password").unwrap_or(""),
+            form.session.as_deref(),
         )
         .await;
     show(&req, &state, outcome)
@@ -169,7 +168,7 @@ pub async fn consent(
         Ok(form) => form,
         Err(response) => return response,
     };
-    let allow = match form.get("decision") {
+    let allow = match form.fields.get("decision") {
         Some("allow") => true,
         Some("deny") => false,
         _ => {
@@ -181,10 +180,9 @@ pub async fn consent(
             );
         }
     };
-    let cookie = state.site.cookies.session(&req);
     let step = state
         .oauth
-        .decide_consent(&request_params(&form), allow, cookie.as_deref())
+        .decide_consent(&form.request, allow, form.session.as_deref())
         .await;
     show(&req, &state, step.map(Outcome::from))
 }
@@ -269,10 +267,9 @@ pub async fn logout_confirm(
         Ok(form) => form,
         Err(response) => return response,
     };
-    let cookie = state.site.cookies.session(&req);
     match state
         .oauth
-        .confirm_logout(&request_params(&form), cookie.as_deref())
+        .confirm_logout(&form.request, form.session.as_deref())
         .await
     {
         Ok(Logout::Done(then)) => signed_out(&state, then),
@@ -333,12 +330,20 @@ pub async fn stylesheet() -> HttpResponse {
         .body(pages::STYLESHEET)
 }
 
-/// A form of Tessera's own pages: same-origin, and carrying the browser's CSRF token.
+/// A form of Tessera's own pages, taken apart: its own fields, the authorization (or logout)
+/// request it carries, and the browser's login-session cookie.
+struct PostedForm {
+    fields: Params,
+    request: Params,
+    session: Option<String>,
+}
+
+/// Reads a form of Tessera's own pages: same-origin, and carrying the browser's CSRF token.
 async fn read_form(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<Params, HttpResponse> {
+) -> Result<PostedForm, HttpResponse> {
     let form = form::read(req, payload, state.max_body_bytes)
         .await
         .map_err(|e| {
@@ -365,7 +370,11 @@ async fn read_form(
             "The form was not sent from this sign-in page, or it is too old. Go back to the application and start again.",
         ));
     }
-    Ok(form)
+    Ok(PostedForm {
+        request: request_params(&form),
+        session: state.site.cookies.session(req),
+        fields: form,
+    })
 }
 
 /// Renders where the domain says the browser goes next.
@@ -440,12 +449,15 @@ fn show(req: &HttpRequest, state: &AppState, outcome: Result<Outcome, Refusal>) 
 /// A refusal: shown, or sent back to the client.
 fn refused(state: &AppState, refusal: Refusal) -> HttpResponse {
     match refusal {
-        Refusal::Page(why) => message(
-            state,
-            StatusCode::BAD_REQUEST,
-            "This request cannot be completed",
-            &why,
-        ),
+        Refusal::Page(why) => {
+            metrics::counter!("tessera_authorize_total", "outcome" => "refused").increment(1);
+            message(
+                state,
+                StatusCode::BAD_REQUEST,
+                "This request cannot be completed",
+                &why,
+            )
+        }
         Refusal::Redirect {
             request,
             error,

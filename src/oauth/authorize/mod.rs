@@ -412,21 +412,17 @@ impl OAuth {
         error: &'static str,
         description: &str,
     ) -> Step {
-        metrics::counter!("tessera_authorize_total", "outcome" => error).increment(1);
-        Step::Redirect(request.base.respond(
-            &self.policy.issuer,
-            &[("error", error), ("error_description", description)],
-        ))
+        Step::Redirect(self.refusal_redirect(&request.base, error, description))
     }
 
     /// A refusal that goes back to the client, as the URL to send the browser to.
     pub fn refusal_redirect(
         &self,
         request: &AuthorizationRequest,
-        error: &str,
+        error: &'static str,
         description: &str,
     ) -> String {
-        metrics::counter!("tessera_authorize_total", "outcome" => "refused").increment(1);
+        metrics::counter!("tessera_authorize_total", "outcome" => error).increment(1);
         request.respond(
             &self.policy.issuer,
             &[("error", error), ("error_description", description)],

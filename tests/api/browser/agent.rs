@@ -200,6 +200,21 @@ impl Browser {
         self.post("/oauth/authorize/login", &fields).await
     }
 
+    /// Signs out through the confirmation page, as a user does.
+    pub async fn sign_out(&mut self) -> Page {
+        let ask = self.get("/oauth/logout").await;
+        let fields = ask.form("/oauth/logout/confirm");
+        self.post("/oauth/logout/confirm", &fields).await
+    }
+
+    /// A cookie the browser holds.
+    pub fn cookie(&self, name: &str) -> String {
+        self.cookies
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+    }
+
     /// Presses Allow or Deny on the consent page.
     pub async fn decide(&mut self, page: &Page, allow: bool) -> Page {
         let mut fields = page.form("/oauth/authorize/consent");

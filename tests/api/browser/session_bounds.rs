@@ -134,9 +134,7 @@ pub async fn a_session_gone_idle_still_hands_on_or_ends_what_it_started(backend:
     let refreshed = f.app.refresh(&f.web, &refresh_token_of(&tokens)).await;
     assert_eq!(refreshed.status(), 200);
     let refreshed: serde_json::Value = refreshed.json().await.expect("json");
-    let ask = f.browser.get("/oauth/logout").await;
-    let fields = ask.form("/oauth/logout/confirm");
-    f.browser.post("/oauth/logout/confirm", &fields).await;
+    f.browser.sign_out().await;
     assert_eq!(
         f.app
             .refresh(&f.web, &refresh_token_of(&refreshed))
@@ -235,9 +233,7 @@ pub async fn signing_out_of_an_idle_session_ends_what_it_started(backend: Backen
     let code = f.code().await;
     let tokens = f.redeem(&code).await;
     f.app.clock.advance(2 * 3600 + 60);
-    let ask = f.browser.get("/oauth/logout").await;
-    let fields = ask.form("/oauth/logout/confirm");
-    let done = f.browser.post("/oauth/logout/confirm", &fields).await;
+    let done = f.browser.sign_out().await;
     assert_eq!(done.status, 200);
     assert_eq!(
         f.app

@@ -15,30 +15,13 @@ pub async fn a_sign_in_always_starts_a_new_session(backend: Backend) {
         .cookies
         .insert("tessera_session".into(), planted.into());
     f.code().await;
-    let first = f
-        .browser
-        .cookies
-        .get("tessera_session")
-        .cloned()
-        .expect("session");
+    let first = f.browser.cookie("tessera_session");
     assert_ne!(first, planted);
-    let cookie_line = f
-        .browser
-        .last_set_cookies
-        .iter()
-        .chain(std::iter::empty())
-        .find(|l| l.starts_with("tessera_session="))
-        .cloned();
     // Signing in again replaces the session, and the old one no longer signs anyone in.
     let relogin = f.browser.get(&f.path("web", &[("prompt", "login")])).await;
     let back = f.browser.sign_in(&relogin, "alice", PASSWORD).await;
     assert!(back.redirect_param("code").is_some());
-    let second = f
-        .browser
-        .cookies
-        .get("tessera_session")
-        .cloned()
-        .expect("session");
+    let second = f.browser.cookie("tessera_session");
     assert_ne!(first, second);
     let set = f
         .browser
@@ -53,7 +36,6 @@ pub async fn a_sign_in_always_starts_a_new_session(backend: Backend) {
         !set.contains("Secure"),
         "plain http here: no Secure flag, no __Host- prefix"
     );
-    let _ = cookie_line;
     let mut old = Browser::new(&f.app.address);
     old.cookies.insert("tessera_session".into(), first);
     let page = old.get(&f.path("web", &[])).await;
@@ -254,9 +236,7 @@ pub async fn logout_ends_the_session_and_goes_back_only_where_registered(backend
 
     // Confirmed by the user, through the form.
     f.code().await;
-    let ask = f.browser.get(&logout(&[])).await;
-    let fields = ask.form("/oauth/logout/confirm");
-    let done = f.browser.post("/oauth/logout/confirm", &fields).await;
+    let done = f.browser.sign_out().await;
     assert_eq!(done.status, 200);
     assert!(done.body.contains("signed out"), "{}", done.body);
     let none = f.browser.get(&f.path("web", &[("prompt", "none")])).await;
