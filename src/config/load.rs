@@ -107,6 +107,7 @@ mod tests {
             s.database.idle_in_transaction_timeout,
             Duration::from_secs(30)
         );
+        assert_eq!(s.database.settle_timeout, Duration::from_secs(15));
     }
 
     #[test]

@@ -150,6 +150,10 @@ pub struct DatabaseSettings {
     /// (its instance or the network gone), releasing its row locks; 0 turns it off.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+    /// How long a refresh rotation whose answer was lost (a cut connection, a failover) keeps
+    /// trying to settle before answering 503; keep it below `server.request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub settle_timeout: Duration,
     /// Apply pending migrations at `serve`.
     pub migrate_on_start: bool,
 }
@@ -166,6 +170,7 @@ impl fmt::Debug for DatabaseSettings {
                 "idle_in_transaction_timeout",
                 &self.idle_in_transaction_timeout,
             )
+            .field("settle_timeout", &self.settle_timeout)
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }

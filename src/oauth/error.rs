@@ -88,7 +88,7 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) | StoreError::Unreachable(_) => {
+            err if err.is_unavailable() => {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::TemporarilyUnavailable(
                     "the authorization server is temporarily unavailable".into(),

@@ -15,6 +15,9 @@ impl NotReady {
     /// The reason `/readyz` gives.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::Database(StoreError::NoPrimary(_)) => {
+                "no database host takes writes (failover in progress?)"
+            }
             Self::Database(_) => "database unreachable",
             Self::NoSigningKey => "no active signing key",
         }

@@ -41,6 +41,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         min_connections: settings.database.min_connections,
         acquire_timeout: settings.database.acquire_timeout,
         idle_in_transaction_timeout: settings.database.idle_in_transaction_timeout,
+        settle_timeout: settings.database.settle_timeout,
     };
     let url = settings.database.url.expose();
     Store::connect(url, &options).await.with_context(|| {

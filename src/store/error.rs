@@ -16,6 +16,10 @@ pub enum StoreError {
     /// failed), so it cannot have changed anything.
     #[error("database is unreachable: {0}")]
     Unreachable(sqlx::Error),
+    /// None of the hosts of a multi-host URL takes writes (a failover under way); nothing was
+    /// sent.
+    #[error("no database host takes writes: {0}")]
+    NoPrimary(String),
     #[error("database error: {0}")]
     Backend(sqlx::Error),
     #[error("migration failed: {0}")]
@@ -50,6 +54,14 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// The database could not be reached or did not answer: worth trying again shortly.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Unreachable(_) | Self::NoPrimary(_)
+        )
+    }
+
     /// The error of opening a pool: a URL sqlx refuses is configuration, anything else the
     /// database being unavailable.
     pub(super) fn connecting(err: sqlx::Error) -> Self {
@@ -69,11 +81,16 @@ impl StoreError {
     }
 }
 
-/// Postgres codes meaning "the server is going away or not accepting us now".
+/// Postgres codes meaning "the server is going away, not accepting us now, or no longer the
+/// primary".
 fn is_unavailable_code(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some("57P01" | "57P02" | "57P03" | "53300" | "08000" | "08003" | "08006" | "3D000")
+        Some(
+            "57P01" | "57P02" | "57P03" | "53300" | "08000" | "08003" | "08006" | "3D000"
+                // read_only_sql_transaction: the host was demoted under a live connection.
+                | "25006"
+        )
     )
 }
 

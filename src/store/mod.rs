@@ -74,11 +74,6 @@ macro_rules! shared_statements {
             Ok(())
         }
 
-        pub(super) async fn ping(&self) -> Result<(), StoreError> {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
-        }
-
         pub(super) async fn close(&self) {
             self.pool.close().await;
         }
@@ -136,6 +131,9 @@ pub struct PoolOptions {
     /// Postgres's `idle_in_transaction_session_timeout` for every connection; zero leaves the
     /// server's setting.
     pub idle_in_transaction_timeout: Duration,
+    /// How long a refresh rotation whose answer was lost (a cut connection, a failover) keeps
+    /// trying to settle before the request gives up with 503.
+    pub settle_timeout: Duration,
 }
 
 /// The database, whichever backend holds it. Cheap to clone: both backends share their pool
@@ -179,7 +177,7 @@ impl Store {
     /// and key-change listener); the handles end with the server.
     pub fn follow_changes(&self) -> Vec<tokio::task::JoinHandle<()>> {
         match self {
-            Self::Postgres(pg) => vec![tokio::spawn(pg.follow_changes())],
+            Self::Postgres(pg) => pg.follow_changes(),
             Self::Sqlite(_) => Vec::new(),
         }
     }

@@ -172,36 +172,31 @@ macro_rules! rotation_statements {
         /// atomically; when the claim fails, says how the token stands.
         ///
         /// When the answer is lost after a statement was sent (the connection cut before or
-        /// after the commit), the rotation is settled again: see `settle_rotation`. Failures
-        /// before anything was sent ([`StoreError::Unreachable`]) cannot have changed
-        /// anything and are answered as they are.
+        /// after the commit, the primary gone in a failover), the rotation is settled: see
+        /// `settle_rotation`, tried again while the database stays unavailable, for up to
+        /// `settle_timeout`, so that a failover that ends within it is settled on the new
+        /// primary rather than left for the client's retry to meet as reuse. Failures before
+        /// anything was sent ([`StoreError::Unreachable`]) cannot have changed anything and are
+        /// answered as they are.
         pub(super) async fn rotate_refresh_token(
             &self,
             req: RotationRequest,
         ) -> Result<Rotation, StoreError> {
             let claimed = match self.claim_rotation(&req).await {
-                Err(StoreError::Unavailable(lost)) => {
-                    let mut settled = self.settle_rotation(&req).await;
-                    // The settling's own answer can be lost too, after its commit: settling
-                    // again finds what it did.
-                    if matches!(settled, Err(StoreError::Unavailable(_))) {
-                        settled = self.settle_rotation(&req).await;
+                Err(StoreError::Unavailable(lost)) => match self.settle_patiently(&req).await {
+                    Ok((outcome, how)) => {
+                        metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
+                            .increment(1);
+                        tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
+                        outcome
                     }
-                    match settled {
-                        Ok((outcome, how)) => {
-                            metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
-                                .increment(1);
-                            tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
-                            outcome
-                        }
-                        Err(e) => {
-                            metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => "failed")
-                                .increment(1);
-                            tracing::warn!(error = %lost, settling = %e, "a refresh rotation's answer was lost and it could not be settled");
-                            return Err(StoreError::Unavailable(lost));
-                        }
+                    Err(e) => {
+                        metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => "failed")
+                            .increment(1);
+                        tracing::warn!(error = %lost, settling = %e, "a refresh rotation's answer was lost and it could not be settled");
+                        return Err(StoreError::Unavailable(lost));
                     }
-                }
+                },
                 other => other?,
             };
             match claimed {
@@ -209,6 +204,32 @@ macro_rules! rotation_statements {
                 None => Ok(Rotation::NotClaimed(
                     self.find_refresh_token(&req.presented_hash).await?,
                 )),
+            }
+        }
+
+        /// `settle_rotation` until it is answered (the settling's own answer can be lost too,
+        /// after its commit: settling again finds what it did), or `settle_timeout` passes.
+        async fn settle_patiently(
+            &self,
+            req: &RotationRequest,
+        ) -> Result<(Option<Rotation>, &'static str), StoreError> {
+            let deadline = tokio::time::Instant::now() + self.settle_timeout;
+            let mut pause = std::time::Duration::from_millis(50);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.settle_rotation(req).await {
+                    // At least twice, whatever the timeout: one lost answer of the settling's
+                    // own is the common case of a cut connection.
+                    Err(e) if e.is_unavailable()
+                        && (tries < 2 || tokio::time::Instant::now() + pause < deadline) =>
+                    {
+                        tracing::debug!(error = %e, tries, "settling a rotation: database unavailable; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                    }
+                    settled => return settled,
+                }
             }
         }
 

@@ -17,6 +17,7 @@ async fn open(db: &TestDb) -> Store {
             min_connections: 0,
             acquire_timeout: std::time::Duration::from_secs(5),
             idle_in_transaction_timeout: std::time::Duration::from_secs(30),
+            settle_timeout: std::time::Duration::from_secs(15),
         },
     )
     .await

@@ -1,6 +1,6 @@
 //! Resilience: several `tessera serve` processes on one Postgres, `kill -9` under a refresh
-//! load, answers from the database lost on the way, a database outage during load, and
-//! response timing. Every test drives real processes over real HTTP on 127.0.0.1, and every
+//! load, answers from the database lost on the way, a database outage during load, a Postgres
+//! failover to a synchronous standby, and response timing. Every test drives real processes over real HTTP on 127.0.0.1, and every
 //! loop is bounded in time so that nothing can hang CI.
 //!
 //! The binary is the debug build that `cargo test` makes (`CARGO_BIN_EXE_tessera`), not a
@@ -11,15 +11,17 @@
 //! The tests take one lock and so run one at a time: one loads the machine (the crash test),
 //! another measures it (the timing test), and they must not disturb each other. libtest starts
 //! them in the order of their names, so the modules' names keep the order they run in: the
-//! lost answers, the outage, then the crash test and its load, the shared database, and the
+//! failover, the lost answers, the outage, then the crash test and its load, the shared database, and the
 //! timing last.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod failover;
 mod lost_answers;
 mod outage;
 mod proxy;
+mod replicated;
 mod restart_after_kill;
 mod shared_postgres;
 mod timing;

@@ -22,7 +22,7 @@ pub(crate) enum Mode {
 /// without stopping the server every other test uses.
 pub(crate) struct Proxy {
     pub(crate) port: u16,
-    mode: watch::Sender<Mode>,
+    mode: Arc<watch::Sender<Mode>>,
     pub(crate) traps: Traps,
     task: tokio::task::JoinHandle<()>,
 }
@@ -39,6 +39,10 @@ pub(crate) struct Traps {
     /// Holds back the next reply from Postgres holding some bytes, and every later one on its
     /// connection, with both sockets left open: a network gone silent, neither side told.
     pub(crate) freeze: Trap,
+    /// Drops the next reply from Postgres holding some bytes and, in the same step, takes the
+    /// database away ([`Mode::Refuse`]): an answer lost because the server died, so that
+    /// nothing can be asked of it again.
+    pub(crate) reply_then_refuse: Trap,
 }
 
 /// Cuts the connection that next carries some bytes one way. One-shot.
@@ -86,8 +90,15 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let port = listener.local_addr().expect("addr").port();
         let (mode, rx) = watch::channel(Mode::Up);
+        let mode = Arc::new(mode);
         let traps = Traps::default();
-        let task = tokio::spawn(proxy_loop(listener, port, upstream, rx, traps.clone()));
+        let task = tokio::spawn(proxy_loop(
+            listener,
+            port,
+            upstream,
+            (mode.clone(), rx),
+            traps.clone(),
+        ));
         Proxy {
             port,
             mode,
@@ -111,7 +122,7 @@ async fn proxy_loop(
     listener: TcpListener,
     port: u16,
     upstream: String,
-    mut rx: watch::Receiver<Mode>,
+    (mode_tx, mut rx): (Arc<watch::Sender<Mode>>, watch::Receiver<Mode>),
     traps: Traps,
 ) {
     let mut listener = Some(listener);
@@ -153,7 +164,12 @@ async fn proxy_loop(
             accepted = l.accept() => {
                 if let Ok((socket, _)) = accepted {
                     if mode == Mode::Up {
-                        tokio::spawn(pipe(socket, upstream.clone(), rx.clone(), traps.clone()));
+                        tokio::spawn(pipe(
+                            socket,
+                            upstream.clone(),
+                            (mode_tx.clone(), rx.clone()),
+                            traps.clone(),
+                        ));
                     } else {
                         stalled.push(socket);
                     }
@@ -164,7 +180,12 @@ async fn proxy_loop(
 }
 
 /// Forwards one connection until either side closes, the proxy leaves `Up` or a trap springs.
-async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>, traps: Traps) {
+async fn pipe(
+    client: TcpStream,
+    upstream: String,
+    (mode, mut rx): (Arc<watch::Sender<Mode>>, watch::Receiver<Mode>),
+    traps: Traps,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(server) = TcpStream::connect(upstream.as_str()).await else {
         return;
@@ -192,6 +213,10 @@ async fn pipe(client: TcpStream, upstream: String, mut rx: watch::Receiver<Mode>
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if traps.reply_then_refuse.springs_on(&buf[..n]) {
+                mode.send_replace(Mode::Refuse);
+                return;
+            }
             if traps.freeze.springs_on(&buf[..n]) {
                 std::future::pending::<()>().await;
             }

@@ -130,6 +130,10 @@ async fn follow(cache: &ClientCache, key_changes: &tokio::sync::Notify, pool: &P
     // `PgListener::connect` makes from a URL.
     let own = PgPoolOptions::new()
         .max_connections(1)
+        // sqlx retries a refused connection until this passes, on the options it started
+        // with: after a failover those name the old primary, so give up as soon as the main
+        // pool would and start over on the host it follows now.
+        .acquire_timeout(pool.options().get_acquire_timeout())
         .max_lifetime(None)
         .idle_timeout(None)
         .connect_lazy_with((*pool.connect_options()).clone());

@@ -8,18 +8,22 @@ mod access_checks;
 mod audit_partitions;
 mod batch;
 mod client_cache;
+mod hosts;
+mod primary;
 mod rotation;
 mod rotation_batch;
 
-use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::PoolOptions;
 use super::prelude::*;
 use client_cache::ClientCache;
+use hosts::Hosts;
+use primary::Primary;
 use rotation::CHECK_USER_UNCHANGED;
 
 /// A login session's user, held until the transaction ends. Taken before the session row:
@@ -52,14 +56,30 @@ pub struct PgStore {
     rotations: rotation_batch::Rotations,
     /// Woken by a key change another process announced (heard by the same listener).
     key_changes: Arc<tokio::sync::Notify>,
+    /// The host the pool connects to, among those the URL names.
+    primary: Arc<Primary>,
+    /// How long a rotation whose answer was lost keeps trying to settle.
+    pub(super) settle_timeout: Duration,
 }
 
 impl PgStore {
     /// Connects and starts the statement batchers (their tasks end with the last clone).
     pub(super) async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
         let idle_in_transaction = options.idle_in_transaction_timeout;
-        let connect_options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Config(format!("database.url is not valid: {e}")))?;
+        let hosts = Hosts::parse(url)?;
+        // With several hosts, the pool starts on the first that takes writes; a single host is
+        // used as it is, its sessions checked as they open.
+        let first = if hosts.candidates.len() > 1 {
+            hosts
+                .find(options.acquire_timeout)
+                .await
+                .map_err(StoreError::NoPrimary)?
+        } else {
+            0
+        };
+        let connect_options = hosts.candidates[first].clone();
+        let primary = Arc::new(Primary::new(hosts, first, options.acquire_timeout));
+        let (admitting, fencing) = (primary.clone(), primary.clone());
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)
@@ -68,8 +88,16 @@ impl PgStore {
             // on the hot path. A dead connection fails its first statement instead, which the
             // request answers with 503 while sqlx drops the connection.
             .test_before_acquire(false)
+            // No round trip: a connection opened before the pool moved to another host is
+            // closed instead of handed out.
+            .before_acquire(move |_conn, meta| {
+                let current = fencing.is_current(meta.age);
+                Box::pin(async move { Ok(current) })
+            })
             .after_connect(move |conn, _meta| {
+                let primary = admitting.clone();
                 Box::pin(async move {
+                    primary.admits(&mut *conn).await?;
                     // Tessera never waits inside a transaction for anything but the database,
                     // so a session idle in one is an instance or a network that is gone; its
                     // row locks would otherwise hold up every request for those rows until
@@ -98,16 +126,35 @@ impl PgStore {
             access_checks,
             rotations,
             key_changes: Arc::default(),
+            primary,
+            settle_timeout: options.settle_timeout,
         })
     }
 
-    /// The listener behind the client cache and key-change wake-ups, for a serving instance.
-    pub(super) fn follow_changes(&self) -> impl Future<Output = ()> + Send + 'static {
-        client_cache::listen(
+    /// What a serving instance runs beside its requests: the listener behind the client cache
+    /// and key-change wake-ups, and with several hosts, the watch that follows the primary.
+    pub(super) fn follow_changes(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(client_cache::listen(
             self.clients.clone(),
             self.key_changes.clone(),
             self.pool.clone(),
-        )
+        ))];
+        if self.primary.has_choices() {
+            tasks.push(tokio::spawn(primary::follow(
+                self.primary.clone(),
+                self.pool.clone(),
+            )));
+        }
+        tasks
+    }
+
+    /// Whether the database answers; while the primary is being searched for, why not.
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.primary.lost() {
+            return Err(StoreError::NoPrimary(why));
+        }
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     pub(super) async fn key_change_announced(&self) {

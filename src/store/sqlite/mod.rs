@@ -39,6 +39,8 @@ pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// How long a rotation whose answer was lost keeps trying to settle.
+    pub(super) settle_timeout: std::time::Duration,
 }
 
 impl SqliteStore {
@@ -77,7 +79,15 @@ impl SqliteStore {
             .connect_with(connect_options)
             .await
             .map_err(StoreError::connecting)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            settle_timeout: options.settle_timeout,
+        })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Nobody announces key changes here: every instance polls the key table's marker.
