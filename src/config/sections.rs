@@ -151,7 +151,7 @@ pub struct DatabaseSettings {
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
     /// How long a refresh rotation whose answer was lost (a cut connection, a failover) keeps
-    /// trying to settle before answering 503; keep it below `server.request_timeout`.
+    /// trying to settle before answering 503; `server.request_timeout` bounds it too.
     #[serde(with = "humantime_serde")]
     pub settle_timeout: Duration,
     /// Apply pending migrations at `serve`.
