@@ -173,30 +173,37 @@ macro_rules! rotation_statements {
         ///
         /// When the answer is lost after a statement was sent (the connection cut before or
         /// after the commit, the primary gone in a failover), the rotation is settled: see
-        /// `settle_rotation`, tried again while the database stays unavailable, for up to
-        /// `settle_timeout`, so that a failover that ends within it is settled on the new
-        /// primary rather than left for the client's retry to meet as reuse. Failures before
-        /// anything was sent ([`StoreError::Unreachable`]) cannot have changed anything and are
-        /// answered as they are.
+        /// `settle_patiently`. Failures before anything was sent ([`StoreError::Unreachable`])
+        /// cannot have changed anything and are answered as they are.
         pub(super) async fn rotate_refresh_token(
             &self,
             req: RotationRequest,
         ) -> Result<Rotation, StoreError> {
             let claimed = match self.claim_rotation(&req).await {
-                Err(StoreError::Unavailable(lost)) => match self.settle_patiently(&req).await {
-                    Ok((outcome, how)) => {
-                        metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
-                            .increment(1);
-                        tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
-                        outcome
+                Err(StoreError::Unavailable(lost)) => {
+                    let settled = self.settle_patiently(&req).await;
+                    let how: &'static str = match &settled {
+                        Ok(Some((_, how))) => how,
+                        Ok(None) => "not_committed",
+                        Err(_) => "failed",
+                    };
+                    metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => how)
+                        .increment(1);
+                    match settled {
+                        Ok(Some((outcome, how))) => {
+                            tracing::warn!(error = %lost, how, "a refresh rotation's answer was lost; recovered");
+                            outcome
+                        }
+                        Ok(None) => {
+                            tracing::warn!(error = %lost, "a refresh rotation's answer was lost; it did not commit, and the client's retry will do it");
+                            return Err(StoreError::Unavailable(lost));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %lost, settling = %e, "a refresh rotation's answer was lost and it could not be settled");
+                            return Err(StoreError::Unavailable(lost));
+                        }
                     }
-                    Err(e) => {
-                        metrics::counter!("tessera_refresh_rotations_recovered_total", "how" => "failed")
-                            .increment(1);
-                        tracing::warn!(error = %lost, settling = %e, "a refresh rotation's answer was lost and it could not be settled");
-                        return Err(StoreError::Unavailable(lost));
-                    }
-                },
+                }
                 other => other?,
             };
             match claimed {
@@ -207,34 +214,43 @@ macro_rules! rotation_statements {
             }
         }
 
-        /// `settle_rotation` until it is answered (the settling's own answer can be lost too,
-        /// after its commit: settling again finds what it did), or `settle_timeout` passes.
+        /// Settles a rotation whose answer was lost. At once, twice (the settling's own
+        /// answer can be lost too; after its commit, settling again finds what it did): the
+        /// rotation it committed, or when it did not commit, the rotation done now. Then, while
+        /// the database stays unavailable (a failover), for up to `settle_timeout`: only a look
+        /// for the rotation it committed, so that one that committed before the primary died is
+        /// still delivered from the new one. `None`: it did not commit and was not done again.
+        ///
+        /// Never done again late: by then the client may have given up on this request and
+        /// retried the token, and a second rotation of it would be judged reuse, revoking the
+        /// login. Answered 503 instead, the client's retry does the rotation.
         async fn settle_patiently(
             &self,
             req: &RotationRequest,
-        ) -> Result<(Option<Rotation>, &'static str), StoreError> {
+        ) -> Result<Option<(Option<Rotation>, &'static str)>, StoreError> {
             let deadline = tokio::time::Instant::now() + self.settle_timeout;
             let mut pause = std::time::Duration::from_millis(50);
             let mut tries = 0;
             loop {
                 tries += 1;
-                match self.settle_rotation(req).await {
-                    // At least twice, whatever the timeout: one lost answer of the settling's
-                    // own is the common case of a cut connection.
+                let may_redo = tries <= 2;
+                match self.settle_rotation(req, may_redo).await {
                     Err(e) if e.is_unavailable()
-                        && (tries < 2 || tokio::time::Instant::now() + pause < deadline) =>
+                        && (may_redo || tokio::time::Instant::now() + pause < deadline) =>
                     {
                         tracing::debug!(error = %e, tries, "settling a rotation: database unavailable; trying again");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                        if !may_redo || tries == 2 {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                        }
                     }
                     settled => return settled,
                 }
             }
         }
 
-        /// Settles a rotation whose answer was lost: the rotation it committed (`found`), or,
-        /// when it did not commit, the rotation done now (`redone`).
+        /// One settling: the rotation this request committed (`found`); when it did not
+        /// commit, with `may_redo`, the rotation done now (`redone`), else `None`.
         ///
         /// Only this request knows the successor's hash, so finding the successor means this
         /// request's rotation committed. A statement cut off from its client may still be
@@ -244,7 +260,8 @@ macro_rules! rotation_statements {
         async fn settle_rotation(
             &self,
             req: &RotationRequest,
-        ) -> Result<(Option<Rotation>, &'static str), StoreError> {
+            may_redo: bool,
+        ) -> Result<Option<(Option<Rotation>, &'static str)>, StoreError> {
             let mut tx = self.begin_settle(&req.presented_hash).await?;
             // A statement of its own, so that its snapshot is taken after the wait.
             let rows = sqlx::query_as::<_, FamilyUserRow>(family_and_owner!(
@@ -262,9 +279,18 @@ macro_rules! rotation_statements {
             if let Some(rotation) = claimed_rotation(rows) {
                 // Nothing to commit: the answer is known, whatever would become of a commit's.
                 drop(tx);
-                return Ok((Some(rotation), "found"));
+                return Ok(Some((Some(rotation), "found")));
             }
-            Ok((self.claim_in(tx, req).await?, "redone"))
+            if !may_redo {
+                return Ok(None);
+            }
+            match self.claim_in(tx, req).await? {
+                // Not ours to judge: another request used the token meanwhile (this one's
+                // client may have given up and retried), or it was revoked or expired since.
+                // This request says nothing of it; the client's retry is judged as usual.
+                Some(Rotation::NotClaimed(_)) => Ok(None),
+                other => Ok(Some((other, "redone"))),
+            }
         }
 
         /// The multi-statement rotation, in `tx`: claims the token, inserts its successor and

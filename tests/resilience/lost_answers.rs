@@ -152,6 +152,75 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
     assert_eq!(server.audit("refresh.reuse_detected").len(), 1);
 }
 
+/// A rotation is cut before its commit and the database goes away; the client gives up on the
+/// request (its own timeout) and, once the database is back, retries the same token. The retry
+/// rotates it; the request given up on, still settling, must then neither rotate the token a
+/// second time nor take the retry for reuse: it only looks for its own rotation, finds none, and
+/// ends (`not_committed`). The login survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its_login() {
+    let _serial = SERIAL.lock().await;
+    let Trapped {
+        db: _db,
+        proxy,
+        server,
+        http,
+        secret,
+        base,
+        first,
+    } = trapped(&[("TESSERA__DATABASE__ACQUIRE_TIMEOUT", "1s")]).await;
+
+    // The multi-statement path: the reply after the claim, inside the transaction and before
+    // its commit, is lost, and the database is away from then on.
+    proxy.traps.reply_then_refuse.arm(b"alice");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let given_up = refresh_narrowed(&impatient, &base, &secret, &first).await;
+    assert!(
+        given_up.is_err(),
+        "the first request should still be settling when its client gives up: {given_up:?}"
+    );
+    assert_eq!(proxy.traps.reply_then_refuse.sprung(), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set(crate::proxy::Mode::Up);
+    // The retry comes a moment later, as a client's back-off has it, after the first request's
+    // next look.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let retried = refresh(&http, &base, (CLIENT, &secret), &first)
+        .await
+        .expect("retry");
+    assert_eq!(retried.status, 200, "the retry: {}", retried.body);
+    // The request given up on ends within its next look.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.logs().contains("the client's retry will do it") {
+        assert!(
+            Instant::now() < deadline,
+            "the first request never ended: {}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let next = refresh(
+        &http,
+        &base,
+        (CLIENT, &secret),
+        &retried.field("refresh_token"),
+    )
+    .await
+    .expect("refresh");
+    assert_eq!(next.status, 200, "the retry's token: {}", next.body);
+    assert!(server.audit("refresh.family_revoked").is_empty());
+    assert!(server.audit("refresh.reuse_detected").is_empty());
+    assert_eq!(
+        server.audit("token.refresh").len(),
+        2,
+        "the retry and the next, nothing from the request given up on"
+    );
+}
+
 /// A rotation statement still running when its connection is cut (here, waiting for a row
 /// lock) commits after Tessera has seen the cut. Tessera waits for it before looking for the
 /// successor, so the client gets the rotation that committed rather than a 503 whose retry

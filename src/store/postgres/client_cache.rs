@@ -109,15 +109,21 @@ impl ClientCache {
 const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Keeps `cache` in step with the database for as long as it runs: LISTENs on [`CHANNEL`],
-/// and starts over a second after the listener is lost. The same session hears key changes
-/// ([`KEY_CHANNEL`]) and passes them on to `key_changes`.
+/// and starts over a second after the listener is lost or the pool has moved to another host
+/// (`moved`). The same session hears key changes ([`KEY_CHANNEL`]) and passes them on to
+/// `key_changes`.
 pub(super) async fn listen(
     cache: Arc<ClientCache>,
     key_changes: Arc<tokio::sync::Notify>,
     pool: PgPool,
+    moved: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        let lost = follow(&cache, &key_changes, &pool).await;
+        let lost = tokio::select! {
+            lost = follow(&cache, &key_changes, &pool) => lost,
+            // The pool moved to another host (a failover): notifications are sent there now.
+            () = moved.notified() => "the database primary moved".to_owned(),
+        };
         cache.reset(false);
         tracing::debug!(reason = %lost, "client cache off");
         tokio::time::sleep(Duration::from_secs(1)).await;

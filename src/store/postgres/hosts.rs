@@ -90,11 +90,17 @@ impl Hosts {
             .unwrap_or_default()
     }
 
-    /// The first candidate, in order, that accepts a connection within `patience` and holds a
-    /// session [`Target`] accepts; otherwise why none did, host by host.
-    pub(super) async fn find(&self, patience: Duration) -> Result<usize, String> {
+    /// The first candidate, in order (`first` before the others), that accepts a connection
+    /// within `patience` and holds a session [`Target`] accepts; otherwise why none did, host
+    /// by host.
+    pub(super) async fn find(&self, first: usize, patience: Duration) -> Result<usize, String> {
         let mut why = Vec::new();
-        for (index, options) in self.candidates.iter().enumerate() {
+        let order =
+            std::iter::once(first).chain((0..self.candidates.len()).filter(|&i| i != first));
+        for index in order {
+            let Some(options) = self.candidates.get(index) else {
+                continue;
+            };
             let tried = tokio::time::timeout(patience, async {
                 let mut conn = options.connect().await.map_err(|e| e.to_string())?;
                 let fits = self.target.accepts(&mut conn).await;

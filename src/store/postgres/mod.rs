@@ -71,7 +71,7 @@ impl PgStore {
         // used as it is, its sessions checked as they open.
         let first = if hosts.candidates.len() > 1 {
             hosts
-                .find(options.acquire_timeout)
+                .find(0, options.acquire_timeout)
                 .await
                 .map_err(StoreError::NoPrimary)?
         } else {
@@ -138,6 +138,7 @@ impl PgStore {
             self.clients.clone(),
             self.key_changes.clone(),
             self.pool.clone(),
+            self.primary.moved(),
         ))];
         if self.primary.has_choices() {
             tasks.push(tokio::spawn(primary::follow(

@@ -36,6 +36,9 @@ pub(super) struct Primary {
     /// Why no host is in use, while the watch searches for one.
     lost: RwLock<Option<String>>,
     wake: Notify,
+    /// Told of every move, so that the LISTEN connection starts over on the new host at once
+    /// rather than when its heartbeat goes unheard.
+    moved: Arc<Notify>,
     /// How long one host may take to connect and answer, in a search.
     patience: Duration,
 }
@@ -49,6 +52,7 @@ impl Primary {
             epoch: Instant::now(),
             lost: RwLock::new(None),
             wake: Notify::new(),
+            moved: Arc::default(),
             patience,
         }
     }
@@ -56,6 +60,11 @@ impl Primary {
     /// Whether the URL names several hosts, so that there is a primary to follow.
     pub(super) fn has_choices(&self) -> bool {
         self.hosts.candidates.len() > 1
+    }
+
+    /// Notified whenever the pool moves to another host.
+    pub(super) fn moved(&self) -> Arc<Notify> {
+        self.moved.clone()
     }
 
     /// Why no host is in use now, while a search is under way.
@@ -90,6 +99,7 @@ impl Primary {
         let previous = self.current.swap(index, Ordering::AcqRel);
         if previous != index {
             pool.set_connect_options(self.hosts.candidates[index].clone());
+            self.moved.notify_waiters();
             metrics::counter!("tessera_database_primary_changes_total").increment(1);
             tracing::warn!(
                 from = %self.hosts.name(previous),
@@ -107,7 +117,10 @@ impl Primary {
         self.set_lost(Some(why));
         let started = Instant::now();
         loop {
-            match self.hosts.find(self.patience).await {
+            // The host in use first: a blip of the watch's own connection must not move the pool
+            // to another host that also takes writes.
+            let current = self.current.load(Ordering::Acquire);
+            match self.hosts.find(current, self.patience).await {
                 Ok(index) => {
                     self.move_to(pool, index);
                     self.set_lost(None);
