@@ -163,6 +163,11 @@ pub(super) fn claimed_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
         .map(|first| first.into_rotation(roles))
 }
 
+/// How long after a rotation began its settling may still do it again when it did not commit:
+/// well inside any client's timeout, so that the client cannot have given up and retried the
+/// token meanwhile (a second rotation of it would be judged reuse). Later, settling only looks.
+pub(super) const REDO_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The rotation statements shared by both backends. Each backend's store supplies
 /// `claim_rotation` (its fastest way to claim and rotate) and `begin_settle` (a transaction in
 /// which the presented token's row cannot change).
@@ -179,9 +184,10 @@ macro_rules! rotation_statements {
             &self,
             req: RotationRequest,
         ) -> Result<Rotation, StoreError> {
+            let started = tokio::time::Instant::now();
             let claimed = match self.claim_rotation(&req).await {
                 Err(StoreError::Unavailable(lost)) => {
-                    let settled = self.settle_patiently(&req).await;
+                    let settled = self.settle_patiently(&req, started).await;
                     let how: &'static str = match &settled {
                         Ok(Some((_, how))) => how,
                         Ok(None) => "not_committed",
@@ -216,10 +222,11 @@ macro_rules! rotation_statements {
 
         /// Settles a rotation whose answer was lost. At once, twice (the settling's own
         /// answer can be lost too; after its commit, settling again finds what it did): the
-        /// rotation it committed, or when it did not commit, the rotation done now. Then, while
-        /// the database stays unavailable (a failover), for up to `settle_timeout`: only a look
-        /// for the rotation it committed, so that one that committed before the primary died is
-        /// still delivered from the new one. `None`: it did not commit and was not done again.
+        /// rotation it committed, or when it did not commit, the rotation done now, if the
+        /// request began less than [`REDO_WITHIN`] ago. Then, while the database stays
+        /// unavailable (a failover), for up to `settle_timeout`: only a look for the rotation
+        /// it committed, so that one that committed before the primary died is still delivered
+        /// from the new one. `None`: it did not commit and was not done again.
         ///
         /// Never done again late: by then the client may have given up on this request and
         /// retried the token, and a second rotation of it would be judged reuse, revoking the
@@ -227,19 +234,20 @@ macro_rules! rotation_statements {
         async fn settle_patiently(
             &self,
             req: &RotationRequest,
+            started: tokio::time::Instant,
         ) -> Result<Option<(Option<Rotation>, &'static str)>, StoreError> {
             let deadline = tokio::time::Instant::now() + self.settle_timeout;
             let mut pause = std::time::Duration::from_millis(50);
             let mut tries = 0;
             loop {
                 tries += 1;
-                let may_redo = tries <= 2;
+                let may_redo = tries <= 2 && started.elapsed() < $crate::store::rotation::REDO_WITHIN;
                 match self.settle_rotation(req, may_redo).await {
                     Err(e) if e.is_unavailable()
-                        && (may_redo || tokio::time::Instant::now() + pause < deadline) =>
+                        && (tries < 2 || tokio::time::Instant::now() + pause < deadline) =>
                     {
                         tracing::debug!(error = %e, tries, "settling a rotation: database unavailable; trying again");
-                        if !may_redo || tries == 2 {
+                        if tries >= 2 {
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(std::time::Duration::from_millis(500));
                         }

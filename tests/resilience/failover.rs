@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::common::http::{Answer, get, http_client, post, refresh, send};
+use crate::common::http::{Answer, get, post, refresh, send};
 use crate::common::server::{CLIENT, Server};
 use crate::proxy::Proxy;
 use crate::replicated::Replicated;
@@ -30,23 +30,46 @@ const RESUME_BOUND: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_failover_to_a_synchronous_standby_loses_nothing_and_revives_nothing() {
     let _serial = SERIAL.lock().await;
-    let drill = Drill::start(Reach::Directly).await;
+    crash(
+        Drill::start(Reach::Directly, Manager::ByHand).await,
+        "failover",
+    )
+    .await;
+}
+
+/// The same crash with Patroni and etcd running the pair: Patroni notices the dead leader and
+/// promotes the standby itself, once the leader key expires (its `ttl`, 20 s at least). The
+/// rotations in flight at the kill wait that long to settle, so the settling and request
+/// timeouts are raised to cover it, as an operator of such a cluster would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failover_driven_by_patroni_loses_nothing_and_revives_nothing() {
+    let _serial = SERIAL.lock().await;
+    crash(
+        Drill::start(Reach::Directly, Manager::Patroni).await,
+        "patroni",
+    )
+    .await;
+}
+
+async fn crash(drill: Drill, what: &str) {
     let load = drill.load().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let killed_at = Instant::now();
     drill.on_pair(Replicated::kill_primary).await;
-    tokio::time::sleep(DETECTION).await;
+    if drill.manager == Manager::ByHand {
+        tokio::time::sleep(DETECTION).await;
+    }
     let promoted_at = drill.promote().await;
     eprintln!(
-        "failover: primary killed, standby promoted {:?} later",
+        "{what}: primary killed, standby promoted {:?} later",
         promoted_at - killed_at
     );
     let (chains, probes) = load.finish_after(promoted_at).await;
-    drill.keep_logs("failover");
+    drill.keep_logs(what);
 
     let mut rotations = drill.check_answers(&chains, killed_at);
-    drill.check_resumed(&chains, promoted_at, "failover");
+    drill.check_resumed(&chains, promoted_at, what);
     drill.check_probes(&probes, killed_at).await;
 
     // Nothing lost: each chain's last token works on the new primary.
@@ -127,7 +150,7 @@ async fn postgres_failover_to_a_synchronous_standby_loses_nothing_and_revives_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_switchover_leaves_a_primary_turned_read_only() {
     let _serial = SERIAL.lock().await;
-    let drill = Drill::start(Reach::Directly).await;
+    let drill = Drill::start(Reach::Directly, Manager::ByHand).await;
     let load = drill.load().await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
@@ -169,7 +192,7 @@ async fn postgres_switchover_leaves_a_primary_turned_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_failover_settles_a_rotation_whose_answer_died_with_the_primary() {
     let _serial = SERIAL.lock().await;
-    let drill = Drill::start(Reach::ThroughProxy).await;
+    let drill = Drill::start(Reach::ThroughProxy, Manager::ByHand).await;
     let first = login(&drill.http, &drill.base, &drill.secret)
         .await
         .field("refresh_token");
@@ -221,9 +244,19 @@ enum Reach {
     ThroughProxy,
 }
 
+/// Who promotes the standby.
+#[derive(PartialEq, Clone, Copy)]
+enum Manager {
+    /// The test, with `pg_ctl promote`.
+    ByHand,
+    /// Patroni, by itself.
+    Patroni,
+}
+
 /// The pair, and Tessera serving on the URL naming both.
 struct Drill {
     pair: Arc<Replicated>,
+    manager: Manager,
     proxy: Option<Proxy>,
     server: Server,
     http: reqwest::Client,
@@ -234,10 +267,26 @@ struct Drill {
 }
 
 impl Drill {
-    async fn start(reach: Reach) -> Self {
-        let pair = tokio::task::spawn_blocking(Replicated::start)
-            .await
-            .expect("start the pair");
+    async fn start(reach: Reach, manager: Manager) -> Self {
+        let pair = tokio::task::spawn_blocking(move || match manager {
+            Manager::ByHand => Replicated::start(),
+            Manager::Patroni => Replicated::start_with_patroni(),
+        })
+        .await
+        .expect("start the pair");
+        // Patroni promotes after its leader key expires: settling and each request must be
+        // allowed to outlast that.
+        let (settle, request, client) = match manager {
+            Manager::ByHand => ("12s".to_owned(), "30s".to_owned(), Duration::from_secs(15)),
+            Manager::Patroni => {
+                let ttl = crate::replicated::PATRONI_TTL.as_secs();
+                (
+                    format!("{}s", ttl + 10),
+                    format!("{}s", ttl + 20),
+                    Duration::from_secs(ttl + 30),
+                )
+            }
+        };
         pair.psql(pair.primary_port, "CREATE DATABASE tessera");
         let proxy = match reach {
             Reach::Directly => None,
@@ -251,13 +300,17 @@ impl Drill {
         };
         let primary_port = proxy.as_ref().map_or(pair.primary_port, |p| p.port);
         let dir = tempfile::tempdir().expect("temp dir");
-        let http = http_client();
+        let http = reqwest::Client::builder()
+            .timeout(client)
+            .build()
+            .expect("http client");
         let mut server = start_on(
             dir.path(),
             &pair.url(primary_port, "tessera"),
             &[
                 ("TESSERA__DATABASE__ACQUIRE_TIMEOUT", "1s"),
-                ("TESSERA__DATABASE__SETTLE_TIMEOUT", "12s"),
+                ("TESSERA__DATABASE__SETTLE_TIMEOUT", &settle),
+                ("TESSERA__SERVER__REQUEST_TIMEOUT", &request),
                 // The metrics listener's port is read from its info line; the client cache
                 // says when it turns on and off at debug.
                 ("TESSERA__LOG__LEVEL", "info,tessera=debug"),
@@ -269,6 +322,7 @@ impl Drill {
         let metrics_url = format!("http://127.0.0.1:{}/metrics", server.metrics_port());
         Self {
             pair: Arc::new(pair),
+            manager,
             proxy,
             server,
             http,

@@ -221,6 +221,64 @@ async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its
     );
 }
 
+/// A rotation whose loss is noticed late (its connection silent, then cut 6 s into the
+/// request, past the client's patience) is never done again by its settling, even though the
+/// database answers at once: the client has given up and will retry the token, and a second
+/// rotation would make that retry reuse. The settling only looks, finds nothing, and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_lost_late_is_only_looked_for_not_done_again() {
+    let _serial = SERIAL.lock().await;
+    let Trapped {
+        db: _db,
+        proxy,
+        server,
+        http,
+        secret,
+        base,
+        first,
+    } = trapped(&[("TESSERA__DATABASE__ACQUIRE_TIMEOUT", "1s")]).await;
+
+    // The multi-statement path: the reply after the claim (inside the transaction, before its
+    // commit) is held back, then the connection is cut and the transaction rolls back.
+    proxy.traps.silence.arm(b"alice");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let given_up = refresh_narrowed(&impatient, &base, &secret, &first).await;
+    assert!(
+        given_up.is_err(),
+        "the client gives up at 5 s: {given_up:?}"
+    );
+    assert_eq!(proxy.traps.silence.sprung(), 1);
+    // The settling, once the cut is seen at 6 s, ends at its first look.
+    let deadline = Instant::now() + crate::proxy::SILENCE + Duration::from_secs(5);
+    while !server.logs().contains("the client's retry will do it") {
+        assert!(
+            Instant::now() < deadline,
+            "the first request never ended: {}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let retried = refresh(&http, &base, (CLIENT, &secret), &first)
+        .await
+        .expect("retry");
+    assert_eq!(retried.status, 200, "the retry: {}", retried.body);
+    let next = refresh(
+        &http,
+        &base,
+        (CLIENT, &secret),
+        &retried.field("refresh_token"),
+    )
+    .await
+    .expect("refresh");
+    assert_eq!(next.status, 200, "the retry's token: {}", next.body);
+    assert!(server.audit("refresh.family_revoked").is_empty());
+    assert_eq!(server.audit("token.refresh").len(), 2);
+}
+
 /// A rotation statement still running when its connection is cut (here, waiting for a row
 /// lock) commits after Tessera has seen the cut. Tessera waits for it before looking for the
 /// successor, so the client gets the rotation that committed rather than a 503 whose retry

@@ -43,7 +43,13 @@ pub(crate) struct Traps {
     /// database away ([`Mode::Refuse`]): an answer lost because the server died, so that
     /// nothing can be asked of it again.
     pub(crate) reply_then_refuse: Trap,
+    /// Holds back the next reply from Postgres holding some bytes for [`SILENCE`], then cuts
+    /// its connection: a network gone silent that the kernel gives up on later.
+    pub(crate) silence: Trap,
 }
+
+/// How long the [`Traps::silence`] trap holds a connection silent before cutting it.
+pub(crate) const SILENCE: Duration = Duration::from_secs(6);
 
 /// Cuts the connection that next carries some bytes one way. One-shot.
 #[derive(Clone, Default)]
@@ -215,6 +221,10 @@ async fn pipe(
             };
             if traps.reply_then_refuse.springs_on(&buf[..n]) {
                 mode.send_replace(Mode::Refuse);
+                return;
+            }
+            if traps.silence.springs_on(&buf[..n]) {
+                tokio::time::sleep(SILENCE).await;
                 return;
             }
             if traps.freeze.springs_on(&buf[..n]) {

@@ -1,7 +1,9 @@
 //! A Postgres primary and a synchronous standby of the test's own, on ports of their own, in a
-//! temporary directory: initdb, pg_basebackup, pg_ctl. Run as the `postgres` user when the
-//! tests run as root (Postgres refuses to run as root). Both servers are stopped and the
-//! directory removed when the pair is dropped.
+//! temporary directory: either made and promoted by hand (initdb, pg_basebackup, pg_ctl), or
+//! run by Patroni with an etcd of its own (Debian's `patroni` and `etcd-server`), which then
+//! promotes the standby itself. Run as the `postgres` user when the tests run as root
+//! (Postgres refuses to run as root). Everything is stopped and the directory removed when the
+//! pair is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,13 +16,17 @@ pub struct Replicated {
     dir: tempfile::TempDir,
     pub primary_port: u16,
     pub standby_port: u16,
+    /// Whether Patroni runs the pair (and promotes the standby).
+    patroni: bool,
+    /// etcd and the Patroni nodes (each behind `runuser` when run as root).
+    children: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
+/// How long Patroni's leader key lives (its minimum): a failover takes about this long.
+pub const PATRONI_TTL: Duration = Duration::from_secs(20);
+
 impl Replicated {
-    /// Starts the primary, copies it into a standby and starts that; returns once the standby
-    /// streams as the primary's synchronous standby.
-    pub fn start() -> Self {
-        let bin = postgres_bin();
+    fn empty(patroni: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tessera-failover-")
             .tempdir()
@@ -28,12 +34,115 @@ impl Replicated {
         if is_root() {
             run("chown", &["postgres:postgres", &path(dir.path())]);
         }
-        let pair = Self {
-            bin,
+        Self {
+            bin: postgres_bin(),
             primary_port: free_port(),
             standby_port: free_port(),
             dir,
-        };
+            patroni,
+            children: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Starts etcd and two Patroni nodes, `primary` first; returns once `primary` leads and
+    /// `standby` streams as its synchronous standby.
+    pub fn start_with_patroni() -> Self {
+        let pair = Self::empty(true);
+        let (client, peer) = (free_port(), free_port());
+        pair.spawn(
+            "etcd",
+            "/usr/bin/etcd",
+            &[
+                "--name=tessera-test",
+                &format!("--data-dir={}", path(&pair.data("etcd"))),
+                &format!("--listen-client-urls=http://127.0.0.1:{client}"),
+                &format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                &format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+                &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                &format!("--initial-cluster=tessera-test=http://127.0.0.1:{peer}"),
+                // Debian's Patroni speaks etcd's v2 API.
+                "--enable-v2=true",
+            ],
+        );
+        for (name, port) in [
+            ("primary", pair.primary_port),
+            ("standby", pair.standby_port),
+        ] {
+            let config = pair.dir.path().join(format!("{name}.yml"));
+            std::fs::write(&config, pair.patroni_config(name, port, client))
+                .expect("write the Patroni configuration");
+            pair.spawn(name, "/usr/bin/patroni", &[&path(&config)]);
+            // The first node bootstraps the cluster and leads; the second copies it.
+            pair.wait_for(name, port, name == "primary");
+        }
+        pair.wait_for_sync_standby();
+        pair
+    }
+
+    fn patroni_config(&self, name: &str, port: u16, etcd: u16) -> String {
+        let api = free_port();
+        let dir = path(self.dir.path());
+        format!(
+            "scope: tessera-test\nname: {name}\n\
+             restapi:\n  listen: 127.0.0.1:{api}\n  connect_address: 127.0.0.1:{api}\n\
+             etcd:\n  host: 127.0.0.1:{etcd}\n  protocol: http\n\
+             bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: 1\n    retry_timeout: 5\n\
+             \x20   synchronous_mode: true\n    postgresql:\n      use_pg_rewind: false\n\
+             \x20     parameters:\n        synchronous_commit: 'on'\n        fsync: 'off'\n\
+             \x20       max_connections: 100\n\
+             \x20 initdb:\n    - encoding: UTF8\n    - locale: C.UTF-8\n    - auth: trust\n\
+             \x20 pg_hba:\n    - local all all trust\n\
+             \x20   - host replication postgres 127.0.0.1/32 trust\n\
+             \x20   - host all all 127.0.0.1/32 trust\n\
+             postgresql:\n  listen: 127.0.0.1:{port}\n  connect_address: 127.0.0.1:{port}\n\
+             \x20 data_dir: {dir}/{name}\n  bin_dir: {bin}\n  pgpass: {dir}/pgpass-{name}\n\
+             \x20 authentication:\n    replication:\n      username: postgres\n\
+             \x20   superuser:\n      username: postgres\n\
+             \x20 parameters:\n    unix_socket_directories: {dir}\n",
+            ttl = PATRONI_TTL.as_secs(),
+            bin = path(&self.bin),
+        )
+    }
+
+    /// Waits until the server on `port` answers, as a primary or not.
+    fn wait_for(&self, name: &str, port: u16, primary: bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let want = if primary { "f" } else { "t" };
+        while self.try_psql(port, "SELECT pg_is_in_recovery()").as_deref() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not come up: {}",
+                self.log_tail(name)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts `program` in the background as the `postgres` user, its output in `NAME.log`.
+    fn spawn(&self, name: &str, program: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.log(name)).expect("log file");
+        if is_root() {
+            run("chown", &["postgres:postgres", &self.log(name)]);
+        }
+        let mut command = self.as_postgres(program);
+        let child = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(child);
+    }
+
+    /// Starts the primary, copies it into a standby and starts that; returns once the standby
+    /// streams as the primary's synchronous standby.
+    pub fn start() -> Self {
+        let pair = Self::empty(false);
         let primary = pair.data("primary");
         pair.pg(
             "initdb",
@@ -109,6 +218,12 @@ impl Replicated {
 
     /// `psql -c SQL` on the server at `port`, database `postgres`; its output, trimmed.
     pub fn psql(&self, port: u16, sql: &str) -> String {
+        self.try_psql(port, sql)
+            .unwrap_or_else(|| panic!("psql on {port} failed: {sql}"))
+    }
+
+    /// [`Replicated::psql`], `None` when it fails (the server down or not up yet).
+    fn try_psql(&self, port: u16, sql: &str) -> Option<String> {
         let out = self.pg_output(
             "psql",
             &[
@@ -123,11 +238,17 @@ impl Replicated {
                 sql,
             ],
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// Kills the primary as a crash would: `pg_ctl stop -m immediate`.
+    /// Kills the primary as a crash would: `pg_ctl stop -m immediate`, and with Patroni, its
+    /// Patroni first (`kill -9`), or it would start Postgres again in place.
     pub fn kill_primary(&self) {
+        if self.patroni {
+            self.kill_patroni("primary");
+        }
         self.pg_ctl(&[
             "-D",
             &path(&self.data("primary")),
@@ -137,9 +258,33 @@ impl Replicated {
         ]);
     }
 
-    /// `pg_ctl promote` on the standby; returns once it takes writes.
+    /// `pg_ctl promote` on the standby; returns once it takes writes. With Patroni, waits for
+    /// Patroni to promote it (once the leader key expires).
     pub fn promote_standby(&self) {
-        self.pg_ctl(&["-D", &path(&self.data("standby")), "-w", "promote"]);
+        if !self.patroni {
+            self.pg_ctl(&["-D", &path(&self.data("standby")), "-w", "promote"]);
+            return;
+        }
+        let deadline = Instant::now() + PATRONI_TTL + Duration::from_secs(30);
+        while self
+            .try_psql(self.standby_port, "SELECT pg_is_in_recovery()")
+            .as_deref()
+            != Some("f")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "Patroni never promoted the standby: {}",
+                self.log_tail("standby")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_patroni(&self, name: &str) {
+        let config = path(&self.dir.path().join(format!("{name}.yml")));
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("patroni {config}")])
+            .status();
     }
 
     fn wait_for_sync_standby(&self) {
@@ -207,14 +352,7 @@ impl Replicated {
     }
 
     fn pg_output(&self, tool: &str, args: &[&str]) -> Output {
-        let program = path(&self.bin.join(tool));
-        let mut command = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", &program]);
-            c
-        } else {
-            Command::new(&program)
-        };
+        let mut command = self.as_postgres(&path(&self.bin.join(tool)));
         command
             .args(args)
             .current_dir(self.dir.path())
@@ -227,11 +365,43 @@ impl Replicated {
 
 impl Drop for Replicated {
     fn drop(&mut self) {
+        if self.patroni {
+            self.kill_patroni("standby");
+            self.kill_patroni("primary");
+            let _ = Command::new("pkill")
+                .args([
+                    "-9",
+                    "-f",
+                    &format!(
+                        "etcd --name=tessera-test --data-dir={}",
+                        path(&self.data("etcd"))
+                    ),
+                ])
+                .status();
+            let children = self.children.get_mut().unwrap_or_else(|p| p.into_inner());
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         for name in ["primary", "standby"] {
             let data = self.data(name);
             if data.join("postmaster.pid").exists() {
                 let _ = self.pg_output("pg_ctl", &["-D", &path(&data), "-m", "immediate", "stop"]);
             }
+        }
+    }
+}
+
+impl Replicated {
+    /// `program`, run as the `postgres` user when the tests run as root.
+    fn as_postgres(&self, program: &str) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", program]);
+            c
+        } else {
+            Command::new(program)
         }
     }
 }

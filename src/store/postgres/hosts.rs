@@ -90,31 +90,37 @@ impl Hosts {
             .unwrap_or_default()
     }
 
-    /// The first candidate, in order (`first` before the others), that accepts a connection
-    /// within `patience` and holds a session [`Target`] accepts; otherwise why none did, host
-    /// by host.
+    /// A candidate that accepts a connection within `patience` and holds a session [`Target`]
+    /// accepts: `first` (the host in use) if it does, else the first in the URL's order;
+    /// otherwise why none did, host by host. The hosts are asked at once, so that one gone
+    /// silent costs the search `patience`, not `patience` per host.
     pub(super) async fn find(&self, first: usize, patience: Duration) -> Result<usize, String> {
-        let mut why = Vec::new();
-        let order =
-            std::iter::once(first).chain((0..self.candidates.len()).filter(|&i| i != first));
-        for index in order {
-            let Some(options) = self.candidates.get(index) else {
-                continue;
-            };
-            let tried = tokio::time::timeout(patience, async {
+        let probes = self.candidates.iter().map(|options| async move {
+            tokio::time::timeout(patience, async {
                 let mut conn = options.connect().await.map_err(|e| e.to_string())?;
                 let fits = self.target.accepts(&mut conn).await;
                 let _ = conn.close().await;
                 fits.map_err(|e| e.to_string())
             })
             .await
-            .unwrap_or_else(|_| Err("no answer in time".into()));
-            match tried {
-                Ok(true) => return Ok(index),
-                Ok(false) => why.push(format!("{}: read-only", self.name(index))),
-                Err(e) => why.push(format!("{}: {e}", self.name(index))),
-            }
+            .unwrap_or_else(|_| Err("no answer in time".into()))
+        });
+        let answers = futures_util::future::join_all(probes).await;
+        let fits = |index: usize| matches!(answers.get(index), Some(Ok(true)));
+        if fits(first) {
+            return Ok(first);
         }
+        if let Some(index) = (0..answers.len()).find(|&i| fits(i)) {
+            return Ok(index);
+        }
+        let why: Vec<String> = answers
+            .iter()
+            .enumerate()
+            .map(|(index, answer)| match answer {
+                Ok(_) => format!("{}: read-only", self.name(index)),
+                Err(e) => format!("{}: {e}", self.name(index)),
+            })
+            .collect();
         Err(why.join("; "))
     }
 }

@@ -196,16 +196,20 @@ pub async fn connect_tcp<Ws: WithSocket>(
         // failover that leaves the old primary blackholed) fails the connection within about
         // 10 s instead of when the kernel gives up (15 min for unacknowledged data, never for
         // an idle connection), so a statement in flight is answered and settled.
+        // Best effort: a socket that refuses the options still connects, as before the patch.
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             let socket = socket2::SockRef::from(&stream);
-            socket.set_tcp_keepalive(
-                &socket2::TcpKeepalive::new()
-                    .with_time(std::time::Duration::from_secs(5))
-                    .with_interval(std::time::Duration::from_secs(2))
-                    .with_retries(3),
-            )?;
-            socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(10)))?;
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(std::time::Duration::from_secs(5))
+                .with_interval(std::time::Duration::from_secs(2))
+                .with_retries(3);
+            if let Err(error) = socket
+                .set_tcp_keepalive(&keepalive)
+                .and_then(|()| socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(10))))
+            {
+                tracing::warn!(%error, "could not set TCP keepalive or TCP_USER_TIMEOUT");
+            }
         }
         return Ok(with_socket.with_socket(stream).await);
     }
