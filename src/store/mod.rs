@@ -31,7 +31,7 @@ pub use clients::{ClientRecord, NewClient};
 pub use error::StoreError;
 pub use keys::{KeyChangeMarker, StoredKey};
 pub use maintenance::{AccessCheck, GcCutoffs, GcReport};
-pub use postgres::PgStore;
+pub use postgres::{PgStore, READ_ONLY_HOST_REFUSED};
 pub use refresh::{FamilyRecord, FamilySummary, NewFamily, RefreshLookup};
 pub use roles::RoleRecord;
 pub use rotation::{Narrowing, Rotation, RotationRequest};

@@ -164,7 +164,9 @@ async fn postgres_switchover_leaves_a_primary_turned_read_only() {
             pair.psql(pair.primary_port, "SELECT pg_reload_conf()");
         })
         .await;
-    tokio::time::sleep(DETECTION).await;
+    // Twice the failover manager's wait: the watch notices the read-only primary within its
+    // 1 s tick, and /readyz must have time to say so before the promotion ends the search.
+    tokio::time::sleep(2 * DETECTION).await;
     let promoted_at = drill.promote().await;
     let (chains, probes) = load.finish_after(promoted_at).await;
     drill.keep_logs("switchover");

@@ -24,6 +24,7 @@ use super::prelude::*;
 use client_cache::ClientCache;
 use hosts::Hosts;
 use primary::Primary;
+pub use primary::READ_ONLY_HOST_REFUSED;
 use rotation::CHECK_USER_UNCHANGED;
 
 /// A login session's user, held until the transaction ends. Taken before the session row:

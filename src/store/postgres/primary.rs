@@ -19,6 +19,12 @@ use tokio::sync::Notify;
 
 use super::hosts::Hosts;
 
+/// The error of a connection the pool opened on a host that does not take writes (a standby,
+/// or a primary fenced read-only), refused in `after_connect`. Expected during a failover: the
+/// exception tracker leaves it out.
+pub const READ_ONLY_HOST_REFUSED: &str =
+    "the database host is read-only (a standby); looking for the primary";
+
 /// How often the watch asks the current host whether it still takes writes.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Between two searches that found no writable host.
@@ -83,9 +89,7 @@ impl Primary {
             return Ok(());
         }
         self.wake.notify_one();
-        Err(sqlx::Error::Protocol(
-            "the database host is read-only (a standby); looking for the primary".into(),
-        ))
+        Err(sqlx::Error::Protocol(READ_ONLY_HOST_REFUSED.into()))
     }
 
     /// For the pool's `before_acquire`: false for a connection opened before the last move.

@@ -70,6 +70,17 @@ struct EventFields {
     causes: Option<String>,
 }
 
+impl EventFields {
+    /// An error event that is part of normal operation, which the log keeps but the tracker
+    /// does not: sqlx's report of a connection Tessera refused because its host was a standby,
+    /// once per attempt for as long as a failover lasts.
+    fn is_expected(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_some_and(|e| e.contains(crate::store::READ_ONLY_HOST_REFUSED))
+    }
+}
+
 impl Visit for EventFields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
@@ -140,6 +151,9 @@ where
         }
         let mut fields = EventFields::default();
         event.record(&mut fields);
+        if fields.is_expected() {
+            return;
+        }
         let request = ctx.event_scope(event).map(|scope| {
             scope
                 .from_root()
@@ -230,6 +244,25 @@ fn normalize(cause: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standby_refused_during_a_failover_is_not_an_exception() {
+        let refused = EventFields {
+            message: "error returned from after_connect".into(),
+            error: Some(format!(
+                "encountered unexpected or invalid data: {}",
+                crate::store::READ_ONLY_HOST_REFUSED
+            )),
+            causes: None,
+        };
+        assert!(refused.is_expected());
+        let other = EventFields {
+            message: "error returned from after_connect".into(),
+            error: Some("error returned from database: permission denied".into()),
+            causes: None,
+        };
+        assert!(!other.is_expected());
+    }
 
     #[test]
     fn one_failure_groups_as_one_whatever_the_ids() {
