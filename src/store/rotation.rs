@@ -166,7 +166,7 @@ pub(super) fn claimed_rotation(rows: Vec<FamilyUserRow>) -> Option<Rotation> {
 /// How long after a rotation began its settling may still do it again when it did not commit:
 /// well inside any client's timeout, so that the client cannot have given up and retried the
 /// token meanwhile (a second rotation of it would be judged reuse). Later, settling only looks.
-pub(super) const REDO_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const REDO_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The rotation statements shared by both backends. Each backend's store supplies
 /// `claim_rotation` (its fastest way to claim and rotate) and `begin_settle` (a transaction in
@@ -242,7 +242,7 @@ macro_rules! rotation_statements {
             loop {
                 tries += 1;
                 let may_redo = tries <= 2 && started.elapsed() < $crate::store::rotation::REDO_WITHIN;
-                match self.settle_rotation(req, may_redo).await {
+                match self.settle_rotation(req, may_redo, started).await {
                     Err(e) if e.is_unavailable()
                         && (tries < 2 || tokio::time::Instant::now() + pause < deadline) =>
                     {
@@ -269,6 +269,7 @@ macro_rules! rotation_statements {
             &self,
             req: &RotationRequest,
             may_redo: bool,
+            started: tokio::time::Instant,
         ) -> Result<Option<(Option<Rotation>, &'static str)>, StoreError> {
             let mut tx = self.begin_settle(&req.presented_hash).await?;
             // A statement of its own, so that its snapshot is taken after the wait.
@@ -292,22 +293,30 @@ macro_rules! rotation_statements {
             if !may_redo {
                 return Ok(None);
             }
-            match self.claim_in(tx, req).await? {
+            // The rotation commits before REDO_WITHIN has passed, or not at all.
+            let commit_by = started + $crate::store::rotation::REDO_WITHIN;
+            match self.claim_in(tx, req, Some(commit_by)).await? {
                 // Not ours to judge: another request used the token meanwhile (this one's
                 // client may have given up and retried), or it was revoked or expired since.
                 // This request says nothing of it; the client's retry is judged as usual.
                 Some(Rotation::NotClaimed(_)) => Ok(None),
-                other => Ok(Some((other, "redone"))),
+                // Not ready to commit by `commit_by`: rolled back.
+                None => Ok(None),
+                redone => Ok(Some((redone, "redone"))),
             }
         }
 
         /// The multi-statement rotation, in `tx`: claims the token, inserts its successor and
         /// the audit row, and commits; when the claim fails, changes nothing and says how the
         /// token stands.
+        ///
+        /// With `commit_by` (a settling's redo), a rotation not ready to commit by then is
+        /// rolled back instead, and answered `None`.
         async fn claim_in(
             &self,
             mut tx: sqlx::Transaction<'static, Db>,
             req: &RotationRequest,
+            commit_by: Option<tokio::time::Instant>,
         ) -> Result<Option<Rotation>, StoreError> {
             let claimed: Option<String> = sqlx::query_scalar(concat!(
                 "UPDATE refresh_tokens AS t SET rotated_at = $1, idle_expires_at = $4 \
@@ -351,6 +360,10 @@ macro_rules! rotation_statements {
             event.username = Some(first.username.clone());
             event.target = first.id.clone();
             Self::insert_audit(&mut tx, std::slice::from_ref(&event)).await?;
+            if commit_by.is_some_and(|by| tokio::time::Instant::now() >= by) {
+                // Dropping the transaction rolls the claim back: the token stays usable.
+                return Ok(None);
+            }
             tx.commit().await?;
             Ok(Some(first.into_rotation(roles)))
         }

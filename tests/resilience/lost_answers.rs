@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::common::http::{Answer, http_client, refresh, refresh_asking};
 use crate::common::server::{CLIENT, Server};
 use crate::common::{Backend, TestDb};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Trap, Traps};
 use crate::{SERIAL, login, start_on};
 
 /// A server whose Postgres connections go through a [`Proxy`] in clear, so that the proxy's
@@ -160,6 +160,7 @@ async fn a_rotation_whose_answer_is_lost_after_commit_is_still_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its_login() {
     let _serial = SERIAL.lock().await;
+    // The reply after the claim is lost, and the database is away from then on.
     let Trapped {
         db: _db,
         proxy,
@@ -168,21 +169,7 @@ async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its
         secret,
         base,
         first,
-    } = trapped(&[("TESSERA__DATABASE__ACQUIRE_TIMEOUT", "1s")]).await;
-
-    // The multi-statement path: the reply after the claim, inside the transaction and before
-    // its commit, is lost, and the database is away from then on.
-    proxy.traps.reply_then_refuse.arm(b"alice");
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    let given_up = refresh_narrowed(&impatient, &base, &secret, &first).await;
-    assert!(
-        given_up.is_err(),
-        "the first request should still be settling when its client gives up: {given_up:?}"
-    );
-    assert_eq!(proxy.traps.reply_then_refuse.sprung(), 1);
+    } = given_up_on(|t| &t.reply_then_refuse, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.set(crate::proxy::Mode::Up);
     // The retry comes a moment later, as a client's back-off has it, after the first request's
@@ -194,19 +181,57 @@ async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its
         .expect("retry");
     assert_eq!(retried.status, 200, "the retry: {}", retried.body);
     // The request given up on ends within its next look.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    given_up_ends(&server, Duration::from_secs(10)).await;
+    the_login_survives(&server, &http, &base, &secret, &retried).await;
+}
+
+/// A trapped server (acquire timeout 1 s) whose first rotation, on the multi-statement path,
+/// meets `trap` on the reply after its claim (inside the transaction, before the commit), and
+/// whose client gives up on it after `patience`, while it is still settling.
+async fn given_up_on(trap: fn(&Traps) -> &Trap, patience: Duration) -> Trapped {
+    let trapped = trapped(&[("TESSERA__DATABASE__ACQUIRE_TIMEOUT", "1s")]).await;
+    trap(&trapped.proxy.traps).arm(b"alice");
+    let impatient = reqwest::Client::builder()
+        .timeout(patience)
+        .build()
+        .expect("client");
+    let given_up =
+        refresh_narrowed(&impatient, &trapped.base, &trapped.secret, &trapped.first).await;
+    assert!(
+        given_up.is_err(),
+        "the request should still be settling when its client gives up: {given_up:?}"
+    );
+    assert_eq!(trap(&trapped.proxy.traps).sprung(), 1);
+    trapped
+}
+
+/// Waits, `within` at most, for the log line of a settling that found its rotation had not
+/// committed and left it to the client's retry.
+async fn given_up_ends(server: &Server, within: Duration) {
+    let deadline = Instant::now() + within;
     while !server.logs().contains("the client's retry will do it") {
         assert!(
             Instant::now() < deadline,
-            "the first request never ended: {}",
+            "the request given up on never ended: {}",
             server.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The token the retry got works, nothing was revoked, and exactly the retry and this refresh
+/// were audited: nothing from the request given up on.
+async fn the_login_survives(
+    server: &Server,
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    retried: &Answer,
+) {
     let next = refresh(
-        &http,
-        &base,
-        (CLIENT, &secret),
+        http,
+        base,
+        (CLIENT, secret),
         &retried.field("refresh_token"),
     )
     .await
@@ -214,11 +239,7 @@ async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its
     assert_eq!(next.status, 200, "the retry's token: {}", next.body);
     assert!(server.audit("refresh.family_revoked").is_empty());
     assert!(server.audit("refresh.reuse_detected").is_empty());
-    assert_eq!(
-        server.audit("token.refresh").len(),
-        2,
-        "the retry and the next, nothing from the request given up on"
-    );
+    assert_eq!(server.audit("token.refresh").len(), 2);
 }
 
 /// A rotation whose loss is noticed late (its connection silent, then cut 6 s into the
@@ -228,55 +249,25 @@ async fn a_client_that_gives_up_and_retries_while_its_rotation_settles_keeps_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_lost_late_is_only_looked_for_not_done_again() {
     let _serial = SERIAL.lock().await;
+    // The reply after the claim is held back, then the connection is cut and the transaction
+    // rolls back.
     let Trapped {
         db: _db,
-        proxy,
+        proxy: _proxy,
         server,
         http,
         secret,
         base,
         first,
-    } = trapped(&[("TESSERA__DATABASE__ACQUIRE_TIMEOUT", "1s")]).await;
-
-    // The multi-statement path: the reply after the claim (inside the transaction, before its
-    // commit) is held back, then the connection is cut and the transaction rolls back.
-    proxy.traps.silence.arm(b"alice");
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let given_up = refresh_narrowed(&impatient, &base, &secret, &first).await;
-    assert!(
-        given_up.is_err(),
-        "the client gives up at 5 s: {given_up:?}"
-    );
-    assert_eq!(proxy.traps.silence.sprung(), 1);
+    } = given_up_on(|t| &t.silence, Duration::from_secs(5)).await;
     // The settling, once the cut is seen at 6 s, ends at its first look.
-    let deadline = Instant::now() + crate::proxy::SILENCE + Duration::from_secs(5);
-    while !server.logs().contains("the client's retry will do it") {
-        assert!(
-            Instant::now() < deadline,
-            "the first request never ended: {}",
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    given_up_ends(&server, crate::proxy::SILENCE + Duration::from_secs(5)).await;
 
     let retried = refresh(&http, &base, (CLIENT, &secret), &first)
         .await
         .expect("retry");
     assert_eq!(retried.status, 200, "the retry: {}", retried.body);
-    let next = refresh(
-        &http,
-        &base,
-        (CLIENT, &secret),
-        &retried.field("refresh_token"),
-    )
-    .await
-    .expect("refresh");
-    assert_eq!(next.status, 200, "the retry's token: {}", next.body);
-    assert!(server.audit("refresh.family_revoked").is_empty());
-    assert_eq!(server.audit("token.refresh").len(), 2);
+    the_login_survives(&server, &http, &base, &secret, &retried).await;
 }
 
 /// A rotation statement still running when its connection is cut (here, waiting for a row

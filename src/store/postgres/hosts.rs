@@ -6,8 +6,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
 
 use crate::store::StoreError;
 
@@ -90,35 +90,48 @@ impl Hosts {
             .unwrap_or_default()
     }
 
-    /// A candidate that accepts a connection within `patience` and holds a session [`Target`]
-    /// accepts: `first` (the host in use) if it does, else the first in the URL's order;
-    /// otherwise why none did, host by host. The hosts are asked at once, so that one gone
-    /// silent costs the search `patience`, not `patience` per host.
-    pub(super) async fn find(&self, first: usize, patience: Duration) -> Result<usize, String> {
-        let probes = self.candidates.iter().map(|options| async move {
-            tokio::time::timeout(patience, async {
-                let mut conn = options.connect().await.map_err(|e| e.to_string())?;
-                let fits = self.target.accepts(&mut conn).await;
-                let _ = conn.close().await;
-                fits.map_err(|e| e.to_string())
+    /// The first candidate in the URL's order that accepts a connection within `patience` and
+    /// holds a session [`Target`] accepts; otherwise why none did, host by host. The hosts are
+    /// asked at once, and the answer comes as soon as every host before the chosen one has
+    /// answered, so that a host gone silent holds up the search only if it is listed first.
+    pub(super) async fn find(&self, patience: Duration) -> Result<usize, String> {
+        use futures_util::StreamExt;
+        let mut probes: futures_util::stream::FuturesUnordered<_> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(index, options)| async move {
+                let answer = tokio::time::timeout(patience, async {
+                    let mut conn = options.connect().await.map_err(|e| e.to_string())?;
+                    // Dropped, not closed politely: a close could stall on a host going away.
+                    self.target
+                        .accepts(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".into()));
+                (index, answer)
             })
-            .await
-            .unwrap_or_else(|_| Err("no answer in time".into()))
-        });
-        let answers = futures_util::future::join_all(probes).await;
-        let fits = |index: usize| matches!(answers.get(index), Some(Ok(true)));
-        if fits(first) {
-            return Ok(first);
-        }
-        if let Some(index) = (0..answers.len()).find(|&i| fits(i)) {
-            return Ok(index);
+            .collect();
+        let mut answers: Vec<Option<Result<bool, String>>> = vec![None; self.candidates.len()];
+        while let Some((index, answer)) = probes.next().await {
+            answers[index] = Some(answer);
+            for (index, answer) in answers.iter().enumerate() {
+                match answer {
+                    None => break,
+                    Some(Ok(true)) => return Ok(index),
+                    Some(_) => {}
+                }
+            }
         }
         let why: Vec<String> = answers
             .iter()
             .enumerate()
             .map(|(index, answer)| match answer {
-                Ok(_) => format!("{}: read-only", self.name(index)),
-                Err(e) => format!("{}: {e}", self.name(index)),
+                Some(Ok(_)) => format!("{}: read-only", self.name(index)),
+                Some(Err(e)) => format!("{}: {e}", self.name(index)),
+                None => format!("{}: no answer", self.name(index)),
             })
             .collect();
         Err(why.join("; "))

@@ -72,7 +72,7 @@ impl PgStore {
         // used as it is, its sessions checked as they open.
         let first = if hosts.candidates.len() > 1 {
             hosts
-                .find(0, options.acquire_timeout)
+                .find(options.acquire_timeout)
                 .await
                 .map_err(StoreError::NoPrimary)?
         } else {

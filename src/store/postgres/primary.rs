@@ -121,10 +121,7 @@ impl Primary {
         self.set_lost(Some(why));
         let started = Instant::now();
         loop {
-            // The host in use first: a blip of the watch's own connection must not move the pool
-            // to another host that also takes writes.
-            let current = self.current.load(Ordering::Acquire);
-            match self.hosts.find(current, self.patience).await {
+            match self.hosts.find(self.patience).await {
                 Ok(index) => {
                     self.move_to(pool, index);
                     self.set_lost(None);

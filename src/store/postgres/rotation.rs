@@ -53,7 +53,7 @@ impl PgStore {
     ) -> Result<Option<Rotation>, StoreError> {
         if req.narrowing.is_some() {
             let tx = self.begin_write().await?;
-            return self.claim_in(tx, req).await;
+            return self.claim_in(tx, req, None).await;
         }
         let event = &req.success_event;
         let item = RotationItem {

@@ -153,7 +153,7 @@ impl SqliteStore {
     /// The multi-statement rotation, in a write transaction of its own.
     async fn claim_rotation(&self, req: &RotationRequest) -> Result<Option<Rotation>, StoreError> {
         let tx = self.begin_write().await?;
-        self.claim_in(tx, req).await
+        self.claim_in(tx, req, None).await
     }
 
     /// SQLite's write transaction already excludes the statement being settled.

@@ -204,11 +204,12 @@ pub async fn connect_tcp<Ws: WithSocket>(
                 .with_time(std::time::Duration::from_secs(5))
                 .with_interval(std::time::Duration::from_secs(2))
                 .with_retries(3);
-            if let Err(error) = socket
-                .set_tcp_keepalive(&keepalive)
-                .and_then(|()| socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(10))))
+            if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
+                tracing::warn!(%error, "could not set TCP keepalive");
+            }
+            if let Err(error) = socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(10)))
             {
-                tracing::warn!(%error, "could not set TCP keepalive or TCP_USER_TIMEOUT");
+                tracing::warn!(%error, "could not set TCP_USER_TIMEOUT");
             }
         }
         return Ok(with_socket.with_socket(stream).await);
