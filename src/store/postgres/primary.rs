@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Notify;
 
 use super::hosts::Hosts;
@@ -184,11 +184,9 @@ pub(super) async fn follow(primary: Arc<Primary>, pool: PgPool) {
             _ = ticker.tick() => {}
             _ = primary.wake.notified() => {}
         }
+        // A failed check has dropped the watch connection; the next opens one on the new host.
         if let Err(why) = primary.still_primary(&mut watch).await {
             primary.search(&pool, why).await;
-            if let Some(conn) = watch.take() {
-                let _ = conn.close().await;
-            }
         }
     }
 }
