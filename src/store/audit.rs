@@ -136,17 +136,11 @@ macro_rules! audit_statements {
             query
         }
 
-        /// Inserts events with one multi-row statement per [`MAX_BATCH`] rows.
+        /// Inserts events with one statement per [`MAX_BATCH`] rows (the backend's
+        /// `insert_audit_rows`).
         async fn insert_audit(conn: &mut Conn, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
             for chunk in events.chunks(MAX_BATCH) {
-                let sql = format!(
-                    "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
-                    values(1, chunk.len())
-                );
-                // Only numbered placeholders are generated; every value is bound.
-                Self::bind_audit(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
-                    .execute(&mut *conn)
-                    .await?;
+                insert_audit_rows(conn, chunk).await?;
             }
             Ok(())
         }

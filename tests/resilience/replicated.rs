@@ -47,6 +47,12 @@ impl Replicated {
     /// Starts etcd and two Patroni nodes, `primary` first; returns once `primary` leads and
     /// `standby` streams as its synchronous standby.
     pub fn start_with_patroni() -> Self {
+        for program in ["/usr/bin/etcd", "/usr/bin/patroni"] {
+            assert!(
+                std::path::Path::new(program).exists(),
+                "{program} is missing: `scripts/ensure-packages` installs it (scripts/test runs it)"
+            );
+        }
         let pair = Self::empty(true);
         let (client, peer) = (free_port(), free_port());
         pair.spawn(

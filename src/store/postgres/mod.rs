@@ -235,3 +235,49 @@ impl PgStore {
 impl PgStore {
     super::shared_statements!();
 }
+
+/// Every row count is the same statement text, eight array parameters, so it is prepared once
+/// per connection; multi-row VALUES would be a new statement (parsed and planned) for each
+/// batch size the audit writer happens to gather.
+const INSERT_AUDIT_ROWS: &str = "INSERT INTO audit_log (at, actor, action, target, outcome, \
+     username, client_id, details) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], \
+     $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])";
+
+async fn insert_audit_rows(conn: &mut Conn, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    let n = events.len();
+    let (mut at, mut actor, mut action, mut target) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut outcome, mut username, mut client_id, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in events {
+        at.push(e.at);
+        actor.push(e.actor.as_str());
+        action.push(e.action);
+        target.push(e.target.as_str());
+        outcome.push(e.outcome);
+        // Lower-case, as in `bind_audit`: `tessera audit --user` finds whatever case was typed.
+        username.push(e.username.as_deref().map(str::to_lowercase));
+        client_id.push(e.client_id.as_deref());
+        details.push(e.details.to_string());
+    }
+    sqlx::query(INSERT_AUDIT_ROWS)
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(outcome)
+        .bind(username)
+        .bind(client_id)
+        .bind(details)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

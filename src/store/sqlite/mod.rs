@@ -168,3 +168,16 @@ impl SqliteStore {
 impl SqliteStore {
     super::shared_statements!();
 }
+
+/// One multi-row INSERT of numbered placeholders (SQLite has no array parameters).
+async fn insert_audit_rows(conn: &mut Conn, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+        values(1, events.len())
+    );
+    // Only numbered placeholders are generated; every value is bound.
+    SqliteStore::bind_audit(sqlx::query(sqlx::AssertSqlSafe(sql)), events)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
