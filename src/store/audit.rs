@@ -85,7 +85,8 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// Rows per INSERT statement: 8 parameters each stays far below both backends' limits.
+/// Rows per INSERT statement: bounds one statement's size, and on SQLite (8 parameters a row)
+/// stays far below its parameter limit.
 pub const MAX_BATCH: usize = 500;
 
 /// The audit columns, in the order [`values`] and [`bind`] use.

@@ -281,3 +281,13 @@ async fn insert_audit_rows(conn: &mut Conn, events: &[AuditEvent]) -> Result<(),
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_insert_names_the_shared_columns_in_their_order() {
+        assert!(INSERT_AUDIT_ROWS.contains(&format!("audit_log ({COLUMNS}) SELECT")));
+    }
+}
