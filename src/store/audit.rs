@@ -28,9 +28,9 @@ impl AuditEvent {
     ) -> Self {
         Self {
             at,
-            actor: actor.into(),
+            actor: storable(actor.into()),
             action,
-            target: target.into(),
+            target: storable(target.into()),
             outcome: "success",
             username: None,
             client_id: None,
@@ -44,18 +44,30 @@ impl AuditEvent {
     }
 
     pub fn user(mut self, username: impl Into<String>) -> Self {
-        self.username = Some(username.into());
+        self.username = Some(storable(username.into()));
         self
     }
 
     pub fn client(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
+        self.client_id = Some(storable(client_id.into()));
         self
     }
 
     pub fn details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
+    }
+}
+
+/// `text` with each NUL replaced by U+FFFD. Postgres text cannot hold NUL, and events are
+/// written in batches shared by many requests: one such value would fail every event in its
+/// batch, and those requests with it. Inputs refuse NUL before they get here; this is the
+/// last line. (Details are JSON, whose encoding escapes NUL already.)
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 
@@ -199,3 +211,24 @@ macro_rules! audit_statements {
     };
 }
 pub(super) use audit_statements;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_never_reaches_a_stored_field() {
+        let event = AuditEvent::new(1, "client:a\0b", "login.failure", "\0x")
+            .user("u\0")
+            .client("c\0\0");
+        assert_eq!(event.actor, "client:a\u{FFFD}b");
+        assert_eq!(event.target, "\u{FFFD}x");
+        assert_eq!(event.username.as_deref(), Some("u\u{FFFD}"));
+        assert_eq!(event.client_id.as_deref(), Some("c\u{FFFD}\u{FFFD}"));
+        let plain = AuditEvent::new(1, "cli:root", "user.add", "alice").user("alice");
+        assert_eq!(
+            (plain.actor.as_str(), plain.target.as_str()),
+            ("cli:root", "alice")
+        );
+    }
+}
