@@ -154,7 +154,7 @@ impl OAuth {
             Refusal::UserDisabled { username } => ("user_disabled", Some(username)),
             Refusal::ReusedWithinGrace { username } => ("reused_within_grace", Some(username)),
         };
-        let mut event = AuditEvent::new(
+        let event = AuditEvent::new(
             now,
             actor,
             "refresh.failure",
@@ -162,8 +162,8 @@ impl OAuth {
         )
         .outcome("failure")
         .client(&client.client_id)
-        .details(json!({ "reason": reason }));
-        event.username = username;
+        .details(json!({ "reason": reason }))
+        .user_if_known(username);
         self.record(&[event]).await?;
         Ok(())
     }

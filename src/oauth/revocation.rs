@@ -72,18 +72,20 @@ impl OAuth {
         if owner != client.client_id {
             return Ok(());
         }
-        let mut event = AuditEvent::new(
+        let event = AuditEvent::new(
             now,
             Self::actor(&client.client_id),
             "access_token.revoked",
             jti,
         )
         .client(&client.client_id)
-        .details(json!({ "exp": exp }));
-        event.username = claims
-            .get("preferred_username")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
+        .details(json!({ "exp": exp }))
+        .user_if_known(
+            claims
+                .get("preferred_username")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        );
         self.store.deny_access_token(jti, exp, &event).await?;
         metrics::counter!("tessera_revocations_total", "kind" => "access_token").increment(1);
         Ok(())

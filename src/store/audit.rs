@@ -43,8 +43,15 @@ impl AuditEvent {
         self
     }
 
-    pub fn user(mut self, username: impl Into<String>) -> Self {
-        self.username = Some(storable(username.into()));
+    /// Stored lower-case (as usernames are normalized) so that `tessera audit --user` finds
+    /// every event of an account whatever case was typed.
+    pub fn user(self, username: impl Into<String>) -> Self {
+        self.user_if_known(Some(username.into()))
+    }
+
+    /// [`Self::user`] when the account is known.
+    pub fn user_if_known(mut self, username: Option<String>) -> Self {
+        self.username = username.map(|name| storable(name).to_lowercase());
         self
     }
 
@@ -140,9 +147,7 @@ macro_rules! audit_statements {
                     .bind(e.action)
                     .bind(e.target.clone())
                     .bind(e.outcome)
-                    // Stored lower-case (as usernames are normalized) so that `tessera audit
-                    // --user` finds every event of an account whatever case was typed.
-                    .bind(e.username.as_deref().map(str::to_lowercase))
+                    .bind(e.username.clone())
                     .bind(e.client_id.clone())
                     .bind(e.details.to_string());
             }

@@ -356,8 +356,7 @@ macro_rules! rotation_statements {
             let idle_expires_at = req.new_idle_expires_at.min(first.expires_at);
             Self::insert_token(&mut tx, &req.new_hash, &first.id, req.now, idle_expires_at)
                 .await?;
-            let mut event = req.success_event.clone();
-            event.username = Some(first.username.clone());
+            let mut event = req.success_event.clone().user(first.username.clone());
             event.target = first.id.clone();
             Self::insert_audit(&mut tx, std::slice::from_ref(&event)).await?;
             if commit_by.is_some_and(|by| tokio::time::Instant::now() >= by) {

@@ -244,38 +244,19 @@ const INSERT_AUDIT_ROWS: &str = "INSERT INTO audit_log (at, actor, action, targe
      $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])";
 
 async fn insert_audit_rows(conn: &mut Conn, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
-    let n = events.len();
-    let (mut at, mut actor, mut action, mut target) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut outcome, mut username, mut client_id, mut details) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for e in events {
-        at.push(e.at);
-        actor.push(e.actor.as_str());
-        action.push(e.action);
-        target.push(e.target.as_str());
-        outcome.push(e.outcome);
-        // Lower-case, as in `bind_audit`: `tessera audit --user` finds whatever case was typed.
-        username.push(e.username.as_deref().map(str::to_lowercase));
-        client_id.push(e.client_id.as_deref());
-        details.push(e.details.to_string());
-    }
+    let column = |field: fn(&AuditEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        events.iter().map(field).collect()
+    };
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    let details: Vec<String> = events.iter().map(|e| e.details.to_string()).collect();
     sqlx::query(INSERT_AUDIT_ROWS)
         .bind(at)
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(outcome)
-        .bind(username)
-        .bind(client_id)
+        .bind(column(|e| Some(&e.actor)))
+        .bind(column(|e| Some(e.action)))
+        .bind(column(|e| Some(&e.target)))
+        .bind(column(|e| Some(e.outcome)))
+        .bind(column(|e| e.username.as_deref()))
+        .bind(column(|e| e.client_id.as_deref()))
         .bind(details)
         .execute(&mut *conn)
         .await?;
